@@ -1,0 +1,26 @@
+# Set-up and the everyday commands. Each target creates .venv first if needed, with the first
+# Python 3.8-3.11 found (MXNet 1.9.1 runs on nothing newer), and installs the package into it.
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?=
+EPOCHS ?= 2
+
+.PHONY: demo test bench clean
+
+$(VENV)/installed: setup.py
+	@python=""; for p in $(PYTHON) python3.11 python3.10 python3.9 python3.8 python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null; \
+	  then python=$$p; break; fi; done; \
+	if [ -z "$$python" ]; then echo "error: no Python 3.8-3.11 found (MXNet 1.9.1 needs one); install one or set PYTHON=/path/to/python" >&2; exit 1; fi; \
+	echo "creating $(VENV) with $$python"; \
+	$$python -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[cpu,test]'
+	@touch $@
+
+demo: $(VENV)/installed
+	$(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --epochs $(EPOCHS) --batch-size 32 --output-dir out
+
+test: $(VENV)/installed
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) out

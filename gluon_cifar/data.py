@@ -1,0 +1,295 @@
+"""Data stage: Kaggle's labels, the chapter's folder reorganisation, its transforms and its loaders.
+
+Kaggle layout in, `train_valid_test/{train,valid,train_valid,test/unknown}` class folders out,
+read back with `ImageFolderDataset` + `transform_first` exactly as the chapter does.
+"""
+import collections
+import hashlib
+import json
+import math
+import os
+import shutil
+import zipfile
+
+import pandas as pd
+from mxnet import gluon, image
+from mxnet.base import MXNetError
+from mxnet.gluon.data.vision import transforms
+
+from .atomic import atomic_path
+from .errors import InputError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+REORG_DIRNAME = "train_valid_test"
+SPLITS = ("train", "valid", "train_valid", "test")
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
+_COMPLETE_MARKER = ".complete.json"
+
+
+# Labels and image listing
+
+def read_csv_labels(fname):
+    """Read Kaggle's `trainLabels.csv` into {image id (str): class name}, rejecting malformed files."""
+    if not os.path.isfile(fname):
+        raise InputError(f"{fname}: file not found")
+    try:
+        # header=None so a row with extra fields is an error, not a silently shifted index.
+        table = pd.read_csv(fname, header=None, dtype=str, keep_default_na=False,
+                            encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{fname}: file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"{fname}: not a valid CSV file ({str(err).strip().splitlines()[-1]})") from None
+    header = list(table.iloc[0].fillna(""))
+    if header != ["id", "label"]:
+        raise InputError(f"{fname}: header must be 'id,label', found {','.join(header)!r}")
+    table = table.iloc[1:].fillna("")
+    table.columns = ["id", "label"]
+    for column, bad, what in (
+            ("id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number"),
+            ("label", table["label"].eq(""), "is empty"),
+            ("label", table["label"].ne(table["label"].str.strip()), "has surrounding spaces"),
+            ("id", table["id"].duplicated(), "appears more than once")):
+        if bad.any():
+            row = bad.to_numpy().argmax()
+            raise InputError(f"{fname}, line {row + 2}: {column} {table[column].iloc[row]!r} {what}")
+    if table.empty:
+        raise InputError(f"{fname}: has a header but no rows")
+    return dict(zip(table["id"], table["label"]))
+
+
+def list_images(folder):
+    """Return [(id, path)] for the `<id>.png` files in `folder`, in numeric id order.
+
+    Hidden files are ignored; any other file is an error, so a stray file is never silently trained on.
+    """
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: folder not found")
+    images = []
+    for name in os.listdir(folder):
+        if name.startswith("."):
+            continue
+        stem, ext = os.path.splitext(name)
+        path = os.path.join(folder, name)
+        if ext.lower() not in IMAGE_EXTENSIONS or not stem.isdigit() or not os.path.isfile(path):
+            raise InputError(f"{path}: not an image named <id>.png")
+        images.append((int(stem), path))
+    images.sort()
+    return images
+
+
+# Reorganisation into class folders
+
+def _link_or_copy(src, dst):
+    """Hard-link `src` to `dst` (copy where links are impossible); an existing `dst` is kept."""
+    if os.path.exists(dst):
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def _place(src, folder):
+    os.makedirs(folder, exist_ok=True)
+    _link_or_copy(src, os.path.join(folder, os.path.basename(src)))
+
+
+def reorg_train_valid(data_dir, labels, valid_ratio, reorg_dir):
+    """Split `data_dir/train` into class folders under `reorg_dir`, as the chapter does.
+
+    n is the image count of the rarest class; the first max(1, floor(n * valid_ratio)) images of each
+    class (in numeric id order, so the split never depends on listing order) go to `valid/`, the rest
+    to `train/`, and every image to `train_valid/`. Returns the number of validation images per class.
+    """
+    if not 0 < valid_ratio < 1:
+        raise InputError(f"valid ratio must be between 0 and 1 (exclusive), got {valid_ratio}")
+    images = list_images(os.path.join(data_dir, "train"))
+    unlabelled = [path for image_id, path in images if str(image_id) not in labels]
+    if unlabelled:
+        raise InputError(f"{unlabelled[0]}: image has no row in trainLabels.csv")
+    image_ids = {str(image_id) for image_id, _ in images}
+    missing = [image_id for image_id in labels if image_id not in image_ids]
+    if missing:
+        raise InputError(f"trainLabels.csv: id {missing[0]} has no image {missing[0]}.png in "
+                         f"{os.path.join(data_dir, 'train')}")
+    class_sizes = collections.Counter(labels.values())
+    rarest, n = class_sizes.most_common()[-1]
+    n_valid_per_label = max(1, math.floor(n * valid_ratio))
+    if n - n_valid_per_label < 1:
+        raise InputError(f"class {rarest!r} has only {n} image(s): too few to hold out "
+                         f"{n_valid_per_label} for validation and still train on it")
+    label_count = collections.Counter()
+    for image_id, path in images:
+        label = labels[str(image_id)]
+        _place(path, os.path.join(reorg_dir, "train_valid", label))
+        if label_count[label] < n_valid_per_label:
+            _place(path, os.path.join(reorg_dir, "valid", label))
+            label_count[label] += 1
+        else:
+            _place(path, os.path.join(reorg_dir, "train", label))
+    return n_valid_per_label
+
+
+def reorg_test(data_dir, reorg_dir):
+    """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
+    images = list_images(os.path.join(data_dir, "test"))
+    if not images:
+        raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
+    for _, path in images:
+        _place(path, os.path.join(reorg_dir, "test", "unknown"))
+
+
+def unpack_archives(data_dir):
+    """Unpack Kaggle's `train.7z`/`test.7z` beside the CSVs when their folders are missing."""
+    for split in ("train", "test"):
+        folder, archive = os.path.join(data_dir, split), os.path.join(data_dir, f"{split}.7z")
+        if os.path.isdir(folder) or not os.path.isfile(archive):
+            continue
+        import py7zr  # only needed for the competition download
+        staging = os.path.join(data_dir, f".{split}.unpacking")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with py7zr.SevenZipFile(archive) as z:
+                z.extractall(staging)
+        except (py7zr.exceptions.Bad7zFile, OSError) as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InputError(f"{archive}: cannot unpack ({err})") from None
+        os.rename(os.path.join(staging, split), folder)
+        shutil.rmtree(staging)
+
+
+def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
+    """Build `train_valid_test/` from a Kaggle-layout folder; return its path.
+
+    Idempotent: a complete reorganisation for the same data and ratio is reused. Work happens in
+    `<reorg_dir>.partial`, renamed into place only once complete, so an interrupted run is resumed by
+    the next call and a partial folder is never mistaken for a complete one. Sources are only read.
+    """
+    unpack_archives(data_dir)
+    reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
+    labels = read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
+    stamp = {"valid_ratio": valid_ratio, "num_labels": len(labels),
+             "num_train_files": len(os.listdir(os.path.join(data_dir, "train"))),
+             "num_test_files": len(os.listdir(os.path.join(data_dir, "test")))}
+    if _read_json(os.path.join(reorg_dir, _COMPLETE_MARKER)) == stamp:
+        return reorg_dir
+    partial = reorg_dir + ".partial"
+    if _read_json(os.path.join(partial, ".stamp.json")) != stamp:
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        _write_json(os.path.join(partial, ".stamp.json"), stamp)
+    reorg_train_valid(data_dir, labels, valid_ratio, partial)
+    reorg_test(data_dir, partial)
+    _write_json(os.path.join(partial, _COMPLETE_MARKER), stamp)
+    shutil.rmtree(reorg_dir, ignore_errors=True)  # an older split of the same data: derived, safe to drop
+    os.rename(partial, reorg_dir)
+    return reorg_dir
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+# The demo set
+
+def download_demo(cache_dir=DEFAULT_CACHE_DIR):
+    """Fetch d2l's `cifar10_tiny` demo set (SHA-1 checked) into `cache_dir`; return its folder."""
+    import requests
+    from d2l import mxnet as d2l  # heavy (matplotlib, IPython): imported only for the demo
+    url, sha1 = d2l.DATA_HUB["cifar10_tiny"]
+    cache_dir = os.path.expanduser(cache_dir)
+    folder = os.path.join(cache_dir, "kaggle_cifar10_tiny")
+    if os.path.isfile(os.path.join(folder, "trainLabels.csv")):
+        return folder
+    try:
+        zip_path = d2l.download(url, cache_dir, sha1)
+    except requests.RequestException as err:
+        raise InputError(f"cannot download the demo set from {url} ({type(err).__name__}); "
+                         f"offline? pass --data-dir with a Kaggle-layout folder instead") from None
+    with open(zip_path, "rb") as f:
+        if hashlib.sha1(f.read()).hexdigest() != sha1:
+            os.remove(zip_path)
+            raise InputError(f"{zip_path}: SHA-1 mismatch with {url}; removed, run again")
+    staging = folder + ".unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(staging)
+    os.rename(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
+    shutil.rmtree(staging)
+    return folder
+
+
+# Transforms, datasets and loaders
+
+def chapter_train_transform():
+    """The chapter's augmentation: upscale to 40, random square crop of 64-100% area back to 32, flip."""
+    return transforms.Compose([
+        transforms.Resize(40),
+        transforms.RandomResizedCrop(32, scale=(0.64, 1.0), ratio=(1.0, 1.0)),
+        transforms.RandomFlipLeftRight(),
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+
+def test_transform():
+    """The chapter's evaluation transform: only tensor layout and normalisation."""
+    return transforms.Compose([
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+
+def load_datasets(reorg_dir):
+    """One `ImageFolderDataset` per split of `reorg_dir`, keyed by split name."""
+    return {split: gluon.data.vision.ImageFolderDataset(os.path.join(reorg_dir, split))
+            for split in SPLITS}
+
+
+def make_loaders(datasets, batch_size, train_transform, num_workers=0):
+    """The chapter's loaders: training splits shuffled and augmented, valid/test plain, test keeps its tail."""
+    def loader(split, transform, shuffle, last_batch):
+        return gluon.data.DataLoader(datasets[split].transform_first(transform), batch_size,
+                                     shuffle=shuffle, last_batch=last_batch, num_workers=num_workers)
+    return {"train": loader("train", train_transform, True, "discard"),
+            "train_valid": loader("train_valid", train_transform, True, "discard"),
+            "valid": loader("valid", test_transform(), False, "discard"),
+            "test": loader("test", test_transform(), False, "keep")}
+
+
+class ImageFilesDataset(gluon.data.Dataset):
+    """Images of a flat folder such as Kaggle's `test/`, as (image, id) pairs in numeric id order."""
+
+    def __init__(self, folder):
+        self.items = list_images(folder)
+        if not self.items:
+            raise InputError(f"{folder}: no images")
+
+    def __getitem__(self, idx):
+        image_id, path = self.items[idx]
+        return read_image(path), image_id
+
+    def __len__(self):
+        return len(self.items)
+
+
+def read_image(path):
+    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted)."""
+    try:
+        img = image.imread(path, flag=1)
+    except MXNetError:
+        raise InputError(f"{path}: cannot decode image (corrupt or not an image)") from None
+    if img.shape[:2] != (32, 32):
+        img = image.imresize(img, 32, 32)
+    return img

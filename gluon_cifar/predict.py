@@ -1,0 +1,66 @@
+"""Prediction stage: class indices -> label names -> Kaggle `submission.csv`.
+
+`python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv` uses only the
+exported files (no model class), so it is also the deployment path on any machine with MXNet.
+"""
+import argparse
+
+import pandas as pd
+from mxnet import gluon
+
+from .atomic import atomic_path
+from .data import ImageFilesDataset, test_transform
+from .errors import report_input_errors
+from .export import load_exported
+
+
+def predict(net, dataset, batch_size, ctx, num_workers=0):
+    """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order."""
+    loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), batch_size,
+                                   shuffle=False, last_batch="keep", num_workers=num_workers)
+    ids, preds = [], []
+    for X, batch_ids in loader:
+        y_hat = net(X.as_in_ctx(ctx))
+        preds.extend(y_hat.argmax(axis=1).astype("int32").asnumpy().tolist())
+        ids.extend(batch_ids.asnumpy().astype(int).tolist())
+    return ids, preds
+
+
+def write_submission(path, ids, preds, classes):
+    """Write Kaggle's `id,label` CSV, mapping each class index to its name through `classes` (synsets)."""
+    table = pd.DataFrame({"id": ids, "label": [classes[p] for p in preds]})
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0):
+    """Classify every `<id>.png` of `image_dir` and write the submission to `output`; return the ids."""
+    ids, preds = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers)
+    write_submission(output, ids, preds, classes)
+    return ids
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m gluon_cifar.predict",
+                                     description="Classify a folder of <id>.png images with an exported model.")
+    parser.add_argument("--model", required=True,
+                        help="export prefix: PREFIX-symbol.json, PREFIX-0000.params, PREFIX-classes.json")
+    parser.add_argument("--images", required=True, help="folder of <id>.png test images")
+    parser.add_argument("--output", default="submission.csv", help="CSV to write (id,label)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=0)
+    return parser
+
+
+@report_input_errors
+def main(argv=None):
+    import mxnet as mx
+    args = build_parser().parse_args(argv)
+    net, classes = load_exported(args.model, mx.cpu())
+    ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
+                         args.num_workers)
+    print(f"wrote {args.output}: {len(ids)} predictions")
+
+
+if __name__ == "__main__":
+    main()

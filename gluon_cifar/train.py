@@ -1,0 +1,242 @@
+"""Training stage: the chapter's `train` loop, and `python -m gluon_cifar.train`, which composes the stages.
+
+data (reorg, loaders) -> model (get_net) -> train -> export + predict (submission.csv).
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import time
+
+import matplotlib
+import mxnet as mx
+import numpy as onp
+from mxnet import autograd, gluon
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .data import (DEFAULT_CACHE_DIR, chapter_train_transform, download_demo, load_datasets,
+                   make_loaders, reorg_cifar10_data)
+from .errors import InputError, report_input_errors
+from .export import export_model
+from .model import get_net
+from .predict import predict_folder
+
+log = logging.getLogger("gluon_cifar")
+
+
+def parse_devices(spec):
+    """'cpu' -> [cpu(0)]; 'cpu:N' -> N CPU contexts; 'gpu' -> every GPU; 'gpu:0,1' -> those GPUs."""
+    kind, _, rest = spec.partition(":")
+    if kind == "cpu":
+        count = int(rest) if rest else 1
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"need at least one CPU context, got {spec!r}")
+        return [mx.cpu(i) for i in range(count)]
+    if kind == "gpu":
+        ids = [int(i) for i in rest.split(",")] if rest else list(range(mx.context.num_gpus()))
+        if not ids:
+            raise argparse.ArgumentTypeError("no GPU found; use --devices cpu")
+        return [mx.gpu(i) for i in ids]
+    raise argparse.ArgumentTypeError(f"devices must look like cpu, cpu:2, gpu or gpu:0,1; got {spec!r}")
+
+
+def default_devices():
+    """Every GPU if there is one, else one CPU context (d2l's `try_all_gpus`)."""
+    return parse_devices("gpu") if mx.context.num_gpus() else [mx.cpu()]
+
+
+def seed_everything(seed):
+    """Seed MXNet's, NumPy's and Python's generators, which the loaders and transforms draw from."""
+    mx.random.seed(seed)
+    onp.random.seed(seed)
+    random.seed(seed)
+
+
+def split_batch(X, y, devices):
+    """Split a batch and its labels across `devices` (d2l's `split_batch`)."""
+    return (gluon.utils.split_and_load(X, devices, even_split=False),
+            gluon.utils.split_and_load(y, devices, even_split=False))
+
+
+def correct_count(y_hat, y):
+    """Number of rows of `y_hat` whose argmax equals the label."""
+    return float((y_hat.argmax(axis=1) == y.astype(y_hat.dtype)).sum())
+
+
+def evaluate_accuracy(net, data_iter, devices):
+    """Accuracy of `net` over `data_iter`, each batch split across `devices`."""
+    correct, total = 0.0, 0
+    for X, y in data_iter:
+        X_shards, y_shards = split_batch(X, y, devices)
+        correct += sum(correct_count(net(Xs), ys) for Xs, ys in zip(X_shards, y_shards))
+        total += y.shape[0]
+    return correct / max(total, 1)
+
+
+def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train"):
+    """One pass over `train_iter`; returns the mean loss, accuracy, example count and compute seconds."""
+    loss_sum, correct, examples, seconds = 0.0, 0.0, 0, 0.0
+    for X, y in tqdm(train_iter, desc=desc, leave=False, disable=None):
+        start = time.perf_counter()
+        X_shards, y_shards = split_batch(X, y, devices)
+        with autograd.record():
+            preds = [net(Xs) for Xs in X_shards]
+            losses = [loss(p, ys) for p, ys in zip(preds, y_shards)]
+        for l in losses:
+            l.backward()
+        trainer.step(X.shape[0])
+        loss_sum += sum(float(l.sum()) for l in losses)  # float() waits for the engine
+        correct += sum(correct_count(p, ys) for p, ys in zip(preds, y_shards))
+        examples += X.shape[0]
+        seconds += time.perf_counter() - start
+    return {"train_loss": loss_sum / examples, "train_acc": correct / examples,
+            "examples": examples, "seconds": seconds}
+
+
+def step_decay(lr, lr_period, lr_decay, batches_per_epoch):
+    """The chapter's schedule as an LRScheduler: lr times lr_decay at the start of every lr_period-th epoch."""
+    return mx.lr_scheduler.FactorScheduler(step=lr_period * batches_per_epoch, factor=lr_decay,
+                                           base_lr=lr, stop_factor_lr=0)
+
+
+def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, lr_decay,
+          checkpoint_dir=None):
+    """The chapter's training: SGD with momentum 0.9 and weight decay, step-decayed learning rate.
+
+    Each batch is split across `devices`. `valid_iter` may be None (the final fit on train_valid).
+    Returns the per-epoch history; with `checkpoint_dir`, parameters and trainer state are saved
+    there after every epoch.
+    """
+    if len(train_iter) == 0:
+        raise InputError("the batch size is larger than the training set: no full batch to train on")
+    scheduler = step_decay(lr, lr_period, lr_decay, len(train_iter))
+    trainer = gluon.Trainer(net.collect_params(), "sgd",
+                            {"learning_rate": lr, "momentum": 0.9, "wd": wd, "lr_scheduler": scheduler})
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    history = []
+    for epoch in range(1, num_epochs + 1):
+        stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}")
+        stats.update(epoch=epoch, lr=trainer.learning_rate)
+        if valid_iter is not None:
+            stats["valid_acc"] = evaluate_accuracy(net, valid_iter, devices)
+        history.append(stats)
+        log.info("epoch %d: loss %.3f, train acc %.3f%s, %.1f examples/sec on %s", epoch,
+                 stats["train_loss"], stats["train_acc"],
+                 f", valid acc {stats['valid_acc']:.3f}" if "valid_acc" in stats else "",
+                 stats["examples"] / stats["seconds"], devices)
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, net, trainer, history)
+    return history
+
+
+def save_checkpoint(folder, net, trainer, history):
+    """Save parameters, trainer state (momentum, schedule position) and history, each file atomically."""
+    os.makedirs(folder, exist_ok=True)
+    with atomic_path(os.path.join(folder, "net.params")) as tmp:
+        net.save_parameters(tmp)
+    with atomic_path(os.path.join(folder, "trainer.states")) as tmp:
+        trainer.save_states(tmp)
+    write_json(os.path.join(folder, "history.json"), history)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def plot_curves(history, path):
+    """Draw the per-epoch losses and accuracies into a PNG a person can look at."""
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in ("train_loss", "train_acc", "valid_acc"):
+        if key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.grid(True)
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m gluon_cifar.train",
+        description="Train the chapter's ResNet-18 on a Kaggle-layout CIFAR-10 folder, export it and "
+                    "write submission.csv. Defaults are the chapter's.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", help="Kaggle-layout folder (train/, test/, trainLabels.csv, or the "
+                                         ".7z archives); default: download d2l's cifar10_tiny demo set")
+    data.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where the demo set is cached")
+    data.add_argument("--reorg-dir", help="where train_valid_test/ goes (default: inside --data-dir)")
+    data.add_argument("--valid-ratio", type=float, default=0.1)
+    data.add_argument("--batch-size", type=int, default=128)
+    data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=20)
+    optim.add_argument("--lr", type=float, default=0.02)
+    optim.add_argument("--wd", type=float, default=5e-4)
+    optim.add_argument("--lr-period", type=int, default=4, help="epochs between learning-rate decays")
+    optim.add_argument("--lr-decay", type=float, default=0.9)
+    run = parser.add_argument_group("run")
+    run.add_argument("--devices", type=parse_devices, default=None,
+                     help="cpu, cpu:N (N CPU contexts), gpu (all) or gpu:0,1; default: all GPUs, else cpu")
+    run.add_argument("--seed", type=int, default=0, help="makes CPU runs repeatable")
+    run.add_argument("--final", action="store_true",
+                     help="the chapter's last step: train on train_valid (no validation) for the submission")
+    run.add_argument("--output-dir", default="out")
+    return parser
+
+
+def check_arguments(args):
+    for name in ("epochs", "batch_size", "lr_period"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.batch_size < len(args.devices):
+        raise InputError(f"--batch-size {args.batch_size} is smaller than the {len(args.devices)} devices: "
+                         "every device needs at least one example per batch")
+
+
+@report_input_errors
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args.devices = args.devices or default_devices()
+    check_arguments(args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    seed_everything(args.seed)
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create {args.output_dir}: {err.strerror}") from None
+
+    data_dir = args.data_dir or download_demo(args.cache_dir)
+    reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
+    datasets = load_datasets(reorg_dir)
+    loaders = make_loaders(datasets, args.batch_size, chapter_train_transform(), args.num_workers)
+
+    net = get_net(args.devices, num_classes=len(datasets["train"].synsets))
+    net.hybridize()
+    train_split, valid_iter = ("train_valid", None) if args.final else ("train", loaders["valid"])
+    history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
+                    args.lr_period, args.lr_decay,
+                    checkpoint_dir=os.path.join(args.output_dir, "checkpoint"))
+
+    out = args.output_dir
+    config = {k: v for k, v in vars(args).items() if k != "devices"}
+    write_json(os.path.join(out, "config.json"), {**config, "devices": [str(d) for d in args.devices]})
+    write_json(os.path.join(out, "metrics.json"), history)
+    plot_curves(history, os.path.join(out, "curves.png"))
+    classes = datasets[train_split].synsets
+    export_model(net, os.path.join(out, "model"), classes)
+    ids = predict_folder(net, os.path.join(data_dir, "test"), classes, os.path.join(out, "submission.csv"),
+                         args.batch_size, args.devices[0], args.num_workers)
+    log.info("wrote %s: %d predictions; model exported as %s-symbol.json/-0000.params",
+             os.path.join(out, "submission.csv"), len(ids), os.path.join(out, "model"))
+
+
+if __name__ == "__main__":
+    main()
