@@ -62,7 +62,7 @@ def split_batch(X, y, devices):
 
 def correct_count(y_hat, y):
     """Number of rows of `y_hat` whose argmax equals the label."""
-    return float((y_hat.argmax(axis=1) == y.astype(y_hat.dtype)).sum())
+    return float((y_hat.argmax(axis=1).astype(y.dtype) == y).sum())
 
 
 def evaluate_accuracy(net, data_iter, devices):
@@ -128,7 +128,20 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
                  stats["examples"] / stats["seconds"], devices)
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, net, trainer, history)
+    average_batchnorm_stats(net)
     return history
+
+
+def average_batchnorm_stats(net):
+    """Give every device the mean of the devices' BatchNorm running statistics.
+
+    Each device updates its own running mean/variance from its own shards; `export` writes their
+    average, so the in-memory net gets the same average and both predict alike.
+    """
+    for param in net.collect_params(".*running_(mean|var)").values():
+        shards = param.list_data()
+        if len(shards) > 1:
+            param.set_data(sum(s.copyto(mx.cpu()) for s in shards) / len(shards))
 
 
 def save_checkpoint(folder, net, trainer, history):
@@ -206,7 +219,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.devices = args.devices or default_devices()
     check_arguments(args)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # an import configured it
     seed_everything(args.seed)
     try:
         os.makedirs(args.output_dir, exist_ok=True)
