@@ -102,12 +102,12 @@ def step_decay(lr, lr_period, lr_decay, batches_per_epoch):
 
 
 def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, lr_decay,
-          checkpoint_dir=None):
+          checkpoint_dir=None, on_epoch_end=None):
     """The chapter's training: SGD with momentum 0.9 and weight decay, step-decayed learning rate.
 
     Each batch is split across `devices`. `valid_iter` may be None (the final fit on train_valid).
     Returns the per-epoch history; with `checkpoint_dir`, parameters and trainer state are saved
-    there after every epoch.
+    there after every epoch; `on_epoch_end(stats)` lets a caller (the notebook's plot) follow along.
     """
     if len(train_iter) == 0:
         raise InputError("the batch size is larger than the training set: no full batch to train on")
@@ -128,6 +128,8 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
                  stats["examples"] / stats["seconds"], devices)
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, net, trainer, history)
+        if on_epoch_end:
+            on_epoch_end(stats)
     average_batchnorm_stats(net)
     return history
 
