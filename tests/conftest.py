@@ -1,12 +1,15 @@
 """Shared fixtures: small Kaggle-layout datasets written as real PNG files in a temporary folder."""
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import gluon_cifar  # noqa: F401  (NumPy mode and thread settings, as for every user)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # MXNet 1.9.1 imports distutils' LooseVersion
+    import gluon_cifar  # noqa: F401  (NumPy mode and thread settings, as for every user)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")

@@ -1,0 +1,54 @@
+"""The chapter's ResNet-18: shapes, hybridization, and export then reload without the model class."""
+import os
+
+import mxnet as mx
+import numpy as onp
+import pytest
+from mxnet import np
+
+from conftest import REFERENCE_PARAMS
+from gluon_cifar.export import export_model, load_exported
+from gluon_cifar.model import Residual, get_net, resnet18
+
+
+def test_residual_shapes():
+    blk = Residual(6, use_1x1conv=True, strides=2)
+    blk.initialize()
+    assert blk(np.ones((2, 3, 32, 32))).shape == (2, 6, 16, 16)
+    blk = Residual(3)
+    blk.initialize()
+    assert blk(np.ones((2, 3, 32, 32))).shape == (2, 3, 32, 32)
+
+
+def test_resnet18_hybridized_matches_imperative():
+    net = get_net([mx.cpu()])
+    X = np.random.uniform(size=(4, 3, 32, 32))
+    imperative = net(X).asnumpy()
+    net.hybridize()
+    assert net(X).shape == (4, 10)
+    onp.testing.assert_allclose(net(X).asnumpy(), imperative, rtol=1e-4, atol=1e-5)
+
+
+def test_export_reload_gives_the_same_logits(tmp_path):
+    net = resnet18(10)
+    if os.path.isfile(REFERENCE_PARAMS):
+        net.load_parameters(REFERENCE_PARAMS)
+    else:
+        net.initialize(init=mx.init.Xavier())
+    net.hybridize()
+    X = np.random.uniform(size=(8, 3, 32, 32))
+    expected = net(X).asnumpy()
+    classes = [f"class{i}" for i in range(10)]
+    export_model(net, str(tmp_path / "model"), classes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-0000.params", "model-classes.json",
+                                                           "model-symbol.json"]
+    reloaded, reloaded_classes = load_exported(str(tmp_path / "model"), mx.cpu())
+    assert reloaded_classes == classes
+    onp.testing.assert_allclose(reloaded(X).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_parameters_load_into_the_chapter_model():
+    if not os.path.isfile(REFERENCE_PARAMS):
+        pytest.skip("../shared/models is not present")
+    net = resnet18(10)
+    net.load_parameters(REFERENCE_PARAMS)  # raises if a name or shape differs from the chapter's

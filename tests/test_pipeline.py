@@ -1,0 +1,95 @@
+"""The whole path through the real commands: train -> export -> submission, and predict from the export."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as onp
+import pandas as pd
+import pytest
+
+from conftest import CLASSES, make_kaggle_dir
+from gluon_cifar import data
+from gluon_cifar.model import get_net, resnet18
+from gluon_cifar.predict import predict_folder
+from gluon_cifar.train import parse_devices, train
+
+
+def run(module, *args, env=None):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_cli_end_to_end_on_the_tiny_set_and_predict_reproduces_it(tiny_copy, tmp_path):
+    out = tmp_path / "out"
+    result = run("gluon_cifar.train", "--data-dir", tiny_copy, "--epochs", "1", "--batch-size", "32",
+                 "--output-dir", str(out), "--devices", "cpu:2")
+    assert result.returncode == 0, result.stderr
+    for name in ("submission.csv", "model-symbol.json", "model-0000.params", "model-classes.json",
+                 "metrics.json", "curves.png", "config.json"):
+        assert (out / name).is_file(), name
+    submission = pd.read_csv(out / "submission.csv")
+    assert list(submission.columns) == ["id", "label"]
+    assert submission["id"].tolist() == [1, 2, 3, 4, 5]
+    assert set(submission["label"]) <= set(CLASSES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics] == [1] and 0 <= metrics[0]["valid_acc"] <= 1
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    predicted = tmp_path / "predicted.csv"
+    result = run("gluon_cifar.predict", "--model", str(out / "model"), "--images",
+                 os.path.join(tiny_copy, "test"), "--output", str(predicted))
+    assert result.returncode == 0, result.stderr
+    assert predicted.read_text() == (out / "submission.csv").read_text()
+
+
+def test_submission_ids_come_from_file_names_and_labels_from_synsets(tmp_path):
+    folder = tmp_path / "test"
+    make_kaggle_dir(tmp_path / "k", 1, num_test=12)
+    os.rename(tmp_path / "k" / "test", folder)
+    for old, new in ((1, 30), (2, 200), (3, 9)):  # sparse ids, whose text order differs from numeric
+        os.rename(folder / f"{old}.png", folder / f"{new}.png")
+    net = resnet18(10)
+    net.initialize(init=mx.init.Xavier())
+    classes = [f"name{i}" for i in range(10)]
+    output = tmp_path / "submission.csv"
+    predict_folder(net, str(folder), classes, str(output), batch_size=5, ctx=mx.cpu())
+    submission = pd.read_csv(output)
+    expected_ids = sorted(int(p.name[:-4]) for p in folder.iterdir())
+    assert submission["id"].tolist() == expected_ids
+    for image_id, label in zip(submission["id"], submission["label"]):
+        X = data.test_transform()(data.read_image(str(folder / f"{image_id}.png")))[None]
+        assert label == classes[int(net(X).argmax(axis=1)[0])]
+
+
+def test_training_on_two_cpu_contexts(kaggle_dir):
+    devices = [mx.cpu(0), mx.cpu(1)]
+    datasets = data.load_datasets(data.reorg_cifar10_data(kaggle_dir, 0.3))
+    loaders = data.make_loaders(datasets, 4, data.chapter_train_transform())
+    net = get_net(devices, num_classes=3)
+    net.hybridize()
+    history = train(net, loaders["train"], loaders["valid"], 2, 0.02, 5e-4, devices, 1, 0.5)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["lr"] for h in history] == [0.02, 0.01]  # decayed at the start of epoch 2
+    assert all(onp.isfinite(h["train_loss"]) for h in history)
+    for param in net.collect_params().values():  # one model, whichever device holds it
+        first, second = (d.asnumpy() for d in param.list_data())
+        onp.testing.assert_allclose(first, second, rtol=1e-6, atol=1e-7, err_msg=param.name)
+
+
+def test_device_specs():
+    assert parse_devices("cpu") == [mx.cpu(0)]
+    assert parse_devices("cpu:3") == [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
+    assert parse_devices("gpu:0,2") == [mx.gpu(0), mx.gpu(2)]
+
+
+def test_demo_download_offline_fails_clearly(tmp_path):
+    # A proxy that refuses connections: offline through the real download path, whatever the machine has.
+    offline = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    result = run("gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+                 "--output-dir", str(tmp_path / "out"), env=offline)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "kaggle_cifar10_tiny.zip" in last and "--data-dir" in last
