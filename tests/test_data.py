@@ -96,3 +96,18 @@ def test_loaders_follow_the_chapter(kaggle_dir):
     assert len(loaders["train"]) == (30 - 6) // 4          # discard the last partial batch
     assert len(loaders["valid"]) == 6 // 4
     assert len(loaders["test"]) == 2                        # 7 test images: keep the tail
+
+
+def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, tmp_path):
+    import py7zr
+    download = tmp_path / "download"
+    download.mkdir()
+    for split in ("train", "test"):
+        with py7zr.SevenZipFile(download / f"{split}.7z", "w") as z:
+            z.writeall(os.path.join(kaggle_dir, split), split)
+    os.link(os.path.join(kaggle_dir, "trainLabels.csv"), download / "trainLabels.csv")
+    reorg = reorg_cifar10_data(str(download), 0.3)
+    assert tree_snapshot(download / "train") == tree_snapshot(os.path.join(kaggle_dir, "train"))
+    assert {c: len(v) for c, v in class_files(reorg, "train_valid").items()} == SIZES
+    assert set(os.listdir(download)) == {"test", "test.7z", "train", "train.7z", "train_valid_test",
+                                         "trainLabels.csv"}  # no staging folder left behind
