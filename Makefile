@@ -2,10 +2,11 @@
 # Python 3.8-3.11 found (MXNet 1.9.1 runs on nothing newer), and installs the package into it.
 VENV := .venv
 PY := $(VENV)/bin/python
+ONNX_VENV := .venv-onnx
 DATA_DIR ?=
 EPOCHS ?= 2
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean onnx-env
 
 $(VENV)/installed: setup.py
 	@python=""; for p in $(PYTHON) python3.11 python3.10 python3.9 python3.8 python3; do \
@@ -13,7 +14,7 @@ $(VENV)/installed: setup.py
 	  then python=$$p; break; fi; done; \
 	if [ -z "$$python" ]; then echo "error: no Python 3.8-3.11 found (MXNet 1.9.1 needs one); install one or set PYTHON=/path/to/python" >&2; exit 1; fi; \
 	echo "creating $(VENV) with $$python"; \
-	$$python -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[cpu,test]'
+	$$python -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[cpu,test,onnx]'
 	@touch $@
 
 demo: $(VENV)/installed
@@ -22,5 +23,12 @@ demo: $(VENV)/installed
 test: $(VENV)/installed
 	$(PY) -m pytest -q tests
 
+# ONNX Runtime's own environment, with .venv's Python but no MXNet (onnxruntime needs numpy >= 1.24).
+$(ONNX_VENV)/installed: examples/requirements-onnx.txt | $(VENV)/installed
+	$(PY) -m venv --clear $(ONNX_VENV) && $(ONNX_VENV)/bin/python -m pip install -q -r examples/requirements-onnx.txt
+	@touch $@
+
+onnx-env: $(ONNX_VENV)/installed
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(ONNX_VENV) out

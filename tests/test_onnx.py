@@ -1,0 +1,145 @@
+"""ONNX export: `python -m gluon_cifar.export --onnx` writes a valid model that ONNX Runtime runs as MXNet does.
+
+ONNX Runtime cannot be imported beside MXNet 1.9.1 (its wheels need numpy >= 1.24), so it runs in its own
+environment (`make onnx-env`, cached in .venv-onnx/) through subprocesses.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as onp
+import onnx
+import pytest
+
+from conftest import CLASSES, REFERENCE_PARAMS, TINY
+from gluon_cifar import data, export, predict
+from gluon_cifar.export import export_model, load_exported
+from gluon_cifar.model import get_net, resnet18
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_IMAGES = 64
+# Runs in the ONNX Runtime environment: logits for the whole batch and for its first 5 images alone.
+ORT_LOGITS = """
+import sys, numpy as np, onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+X, name = np.load(sys.argv[2]), session.get_inputs()[0].name
+np.savez(sys.argv[3], full=session.run(None, {name: X})[0], head=session.run(None, {name: X[:5]})[0])
+"""
+# Runs in the ONNX Runtime environment: the example script's preprocessing of every image of a folder.
+EXAMPLE_INPUTS = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from onnx_predict import list_images, preprocess
+np.save(sys.argv[3], np.stack([preprocess(path) for _, path in list_images(sys.argv[2])]))
+"""
+
+
+@pytest.fixture(scope="module")
+def onnx_python():
+    """The ONNX Runtime environment's Python (created once by `make onnx-env`, then reused)."""
+    subprocess.run(["make", "-s", "onnx-env"], cwd=REPO, check=True)
+    return os.path.join(REPO, ".venv-onnx", "bin", "python")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """64 real CIFAR-10 images as <id>.png: the tiny set's 5 test images, then train images renumbered."""
+    if not os.path.isdir(TINY):
+        pytest.skip("../shared/data/cifar10_tiny is not present")
+    folder = tmp_path_factory.mktemp("images")
+    sources = [os.path.join(TINY, "test", f"{i}.png") for i in range(1, 6)]
+    sources += [os.path.join(TINY, "train", f"{i}.png") for i in range(1, NUM_IMAGES - 4)]
+    for image_id, src in enumerate(sources, start=1):
+        shutil.copyfile(src, folder / f"{image_id}.png")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The reference model (a freshly initialised one where it is absent) exported, then converted by the CLI."""
+    if os.path.isfile(REFERENCE_PARAMS):
+        net = resnet18(len(CLASSES))
+        net.load_parameters(REFERENCE_PARAMS, ctx=mx.cpu())
+    else:
+        net = get_net([mx.cpu()], len(CLASSES))
+    net.hybridize()
+    net(mx.np.zeros((1, 3, 32, 32)))
+    prefix = str(tmp_path_factory.mktemp("model") / "model")
+    export_model(net, prefix, CLASSES)
+    export.main(["--model", prefix, "--onnx"])
+    return prefix
+
+
+def test_onnx_model_is_valid_with_dynamic_batch_and_weights_as_initializers(exported):
+    onnx.checker.check_model(exported + ".onnx")
+    graph = onnx.load(exported + ".onnx").graph
+    assert [value.name for value in graph.input] == ["data"]
+    assert len(graph.initializer) > 100  # every weight, BatchNorm statistic included
+    dims = [[d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in (graph.input[0], graph.output[0])]
+    assert dims == [["batch", 3, 32, 32], ["batch", len(CLASSES)]]
+    with open(exported + "-classes.json") as f:
+        assert json.load(f) == list(CLASSES)
+
+
+@pytest.fixture(scope="module")
+def inputs(images):
+    """The images as the chapter's test transform gives them to the net: (N, 3, 32, 32) float32."""
+    dataset = data.ImageFilesDataset(images).transform_first(data.test_transform())
+    return onp.stack([dataset[i][0].asnumpy() for i in range(len(dataset))])
+
+
+def test_onnx_runtime_logits_match_mxnet_at_two_batch_sizes(exported, inputs, onnx_python, tmp_path):
+    net, _ = load_exported(exported, mx.cpu())
+    expected = net(mx.np.array(inputs)).asnumpy()
+    onp.save(tmp_path / "X.npy", inputs)
+    subprocess.run([onnx_python, "-c", ORT_LOGITS, exported + ".onnx", str(tmp_path / "X.npy"),
+                    str(tmp_path / "logits.npz")], check=True)
+    got = onp.load(tmp_path / "logits.npz")
+    assert got["full"].shape == (NUM_IMAGES, len(CLASSES)) and got["head"].shape == (5, len(CLASSES))
+    for logits, want in ((got["full"], expected), (got["head"], expected[:5])):
+        assert onp.abs(logits - want).max() < 1e-4
+        assert (logits.argmax(axis=1) == want.argmax(axis=1)).all()
+
+
+def test_example_script_preprocesses_as_the_chapter_test_transform(images, inputs, onnx_python, tmp_path):
+    subprocess.run([onnx_python, "-c", EXAMPLE_INPUTS, os.path.join(REPO, "examples"), images,
+                    str(tmp_path / "X.npy")], check=True)
+    onp.testing.assert_allclose(onp.load(tmp_path / "X.npy"), inputs, rtol=0, atol=1e-6)
+
+
+def test_example_script_writes_the_same_submission_as_predict(exported, images, onnx_python, tmp_path):
+    predict.main(["--model", exported, "--images", images, "--output", str(tmp_path / "mxnet.csv")])
+    subprocess.run([onnx_python, os.path.join(REPO, "examples", "onnx_predict.py"),
+                    "--model", exported + ".onnx", "--images", images, "--batch-size", "20",
+                    "--output", str(tmp_path / "onnx.csv")], check=True)
+    mxnet_csv, onnx_csv = (tmp_path / "mxnet.csv").read_text(), (tmp_path / "onnx.csv").read_text()
+    assert len(onnx_csv.splitlines()) == NUM_IMAGES + 1
+    assert onnx_csv == mxnet_csv
+
+
+def run_export_cli(*args):
+    return subprocess.run([sys.executable, "-m", "gluon_cifar.export", *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_export_cli_reports_a_missing_model_in_one_line(tmp_path):
+    result = run_export_cli("--model", str(tmp_path / "model"), "--onnx")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'model'}-symbol.json: exported model file not found\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_cli_reports_a_corrupt_symbol_and_writes_nothing(exported, tmp_path):
+    prefix = str(tmp_path / "model")
+    for role, path in export.exported_files(exported).items():
+        shutil.copyfile(path, export.exported_files(prefix)[role])
+    with open(prefix + "-symbol.json", "w") as f:
+        f.write('{"nodes": [')
+    result = run_export_cli("--model", prefix, "--onnx")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {prefix}-symbol.json: not an MXNet symbol file\n"
+    assert sorted(os.listdir(tmp_path)) == ["model-0000.params", "model-classes.json", "model-symbol.json"]
