@@ -1,0 +1,40 @@
+"""The chapter notebook runs top to bottom in a fresh kernel on the tiny data and writes the submission."""
+import os
+
+import nbformat
+import pandas as pd
+from ipykernel.kernelspec import install
+from nbclient import NotebookClient
+
+from conftest import CLASSES
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "kaggle_cifar10.ipynb")
+KERNEL = "gluon-cifar-test"
+
+
+def test_notebook_is_committed_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_notebook_runs_on_the_tiny_set_and_writes_the_submission(tiny_copy, tmp_path, monkeypatch):
+    # A kernelspec for this interpreter (the venv's), found first through JUPYTER_PATH, so the
+    # kernel never resolves to another Python installed on the machine.
+    install(kernel_name=KERNEL, prefix=str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
+    monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", tiny_copy)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # execute() raises CellExecutionError on the first failing cell (the export check asserts too).
+    NotebookClient(nb, kernel_name=KERNEL, timeout=600,
+                   resources={"metadata": {"path": str(run_dir)}}).execute()
+
+    submission = pd.read_csv(run_dir / "submission.csv")
+    assert list(submission.columns) == ["id", "label"]
+    assert submission["id"].tolist() == [1, 2, 3, 4, 5]
+    assert set(submission["label"]) <= set(CLASSES)
+    for name in ("model-symbol.json", "model-0000.params", "model-classes.json"):
+        assert (run_dir / "kaggle_cifar10_work" / name).is_file(), name
+    assert not os.path.exists(os.path.join(tiny_copy, "train_valid_test"))  # the source is only read
