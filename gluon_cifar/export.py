@@ -20,9 +20,9 @@ from mxnet import gluon
 from .atomic import atomic_path
 from .errors import InputError, report_input_errors
 
-# MXNet 1.9.1's ONNX exporter only knows the legacy operators; NumPy mode writes these two instead.
-# broadcast_add keeps `_npi_add`'s broadcasting; both become ONNX Relu / Add.
-NUMPY_TO_LEGACY_OPS = {"_npx_relu": "relu", "_npi_add": "broadcast_add"}
+# NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
+# fusion) know only the legacy ones. The residual adds have operands of equal shapes.
+LEGACY_OPS = {"_npx_relu": ("Activation", {"act_type": "relu"}), "_npi_add": ("elemwise_add", {})}
 INPUT_SHAPE = (3, 32, 32)  # one CIFAR-10 image, NCHW without the batch axis
 
 
@@ -74,19 +74,26 @@ def load_exported(prefix, ctx):
 # ONNX
 
 def legacy_symbol(symbol_file):
-    """Load an exported symbol with its NumPy-mode operators renamed to the legacy ones ONNX export knows."""
+    """The exported graph with its NumPy-mode ReLUs and adds renamed to the legacy operators (a legacy Symbol)."""
     try:
         with open(symbol_file) as f:
             graph = json.load(f)
         for node in graph["nodes"]:
-            node["op"] = NUMPY_TO_LEGACY_OPS.get(node["op"], node["op"])
+            if node["op"] in LEGACY_OPS:
+                node["op"], node["attrs"] = LEGACY_OPS[node["op"]]
     except (ValueError, KeyError, TypeError):
         raise InputError(f"{symbol_file}: not an MXNet symbol file") from None
-    unsupported = ({node["op"] for node in graph["nodes"]} - {"null"}
-                   - set(mx.onnx.get_operator_support()))
+    return mx.sym.load_json(json.dumps(graph))
+
+
+def onnx_symbol(symbol_file):
+    """`legacy_symbol(symbol_file)`, after checking that MXNet's ONNX exporter converts every operator."""
+    sym = legacy_symbol(symbol_file)
+    ops = {node["op"] for node in json.loads(sym.tojson())["nodes"]} - {"null"}
+    unsupported = ops - set(mx.onnx.get_operator_support())
     if unsupported:
         raise InputError(f"{symbol_file}: no ONNX conversion for operator(s) {', '.join(sorted(unsupported))}")
-    return mx.sym.load_json(json.dumps(graph))
+    return sym
 
 
 def load_params(params_file):
@@ -122,7 +129,7 @@ def export_onnx(prefix, output):
         raise InputError("ONNX export needs the onnx package: pip install 'onnx<1.16' "
                          "(or the package's [onnx] extra)") from None
     files = existing_exported_files(prefix)
-    sym, params = legacy_symbol(files["symbol"]), load_params(files["params"])
+    sym, params = onnx_symbol(files["symbol"]), load_params(files["params"])
     with open(files["classes"]) as f:
         classes = json.load(f)
     with atomic_path(output) as tmp:
