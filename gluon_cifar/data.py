@@ -5,7 +5,6 @@ read back with `ImageFolderDataset` + `transform_first` exactly as the chapter d
 """
 import collections
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -13,10 +12,11 @@ import zipfile
 
 import pandas as pd
 from mxnet import gluon, image
+from PIL import Image
 from mxnet.base import MXNetError
 from mxnet.gluon.data.vision import transforms
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_json, write_json
 from .errors import InputError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -83,14 +83,36 @@ def list_images(folder):
 # Reorganisation into class folders
 
 def _link_or_copy(src, dst):
-    """Hard-link `src` to `dst` (copy where links are impossible); an existing `dst` is kept."""
+    """Hard-link `src` to `dst` (copy where links are impossible).
+
+    A `dst` that is already a link to `src` is kept; anything else there (say a file left half-copied
+    by an interrupted run) is replaced.
+    """
     if os.path.exists(dst):
-        return
+        if os.path.samefile(src, dst):
+            return
+        os.remove(dst)
     try:
         os.link(src, dst)
     except OSError:
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
+
+
+def _checked_source(path, reorg_dir, split):
+    """Decode `path` fully, so a corrupt image stops the run here and not hours into training.
+
+    Returns the file to place: `path` itself, or for a size other than 32x32 the 32x32 PNG that
+    `read_image` (the prediction path) makes of it, so training, validation and prediction all see
+    the same pixels.
+    """
+    if image_size(path) == (32, 32):
+        return path
+    resized = os.path.join(reorg_dir, ".resized", split, os.path.basename(path))
+    os.makedirs(os.path.dirname(resized), exist_ok=True)
+    with atomic_path(resized) as tmp:
+        Image.fromarray(read_image(path).asnumpy()).save(tmp, format="PNG")
+    return resized
 
 
 def _place(src, folder):
@@ -125,6 +147,7 @@ def reorg_train_valid(data_dir, labels, valid_ratio, reorg_dir):
     label_count = collections.Counter()
     for image_id, path in images:
         label = labels[str(image_id)]
+        path = _checked_source(path, reorg_dir, "train")
         _place(path, os.path.join(reorg_dir, "train_valid", label))
         if label_count[label] < n_valid_per_label:
             _place(path, os.path.join(reorg_dir, "valid", label))
@@ -140,7 +163,7 @@ def reorg_test(data_dir, reorg_dir):
     if not images:
         raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
     for _, path in images:
-        _place(path, os.path.join(reorg_dir, "test", "unknown"))
+        _place(_checked_source(path, reorg_dir, "test"), os.path.join(reorg_dir, "test", "unknown"))
 
 
 def unpack_archives(data_dir):
@@ -175,32 +198,19 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
     stamp = {"valid_ratio": valid_ratio, "num_labels": len(labels),
              "num_train_files": len(os.listdir(os.path.join(data_dir, "train"))),
              "num_test_files": len(os.listdir(os.path.join(data_dir, "test")))}
-    if _read_json(os.path.join(reorg_dir, _COMPLETE_MARKER)) == stamp:
+    if read_json(os.path.join(reorg_dir, _COMPLETE_MARKER)) == stamp:
         return reorg_dir
     partial = reorg_dir + ".partial"
-    if _read_json(os.path.join(partial, ".stamp.json")) != stamp:
+    if read_json(os.path.join(partial, ".stamp.json")) != stamp:
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
-        _write_json(os.path.join(partial, ".stamp.json"), stamp)
+        write_json(os.path.join(partial, ".stamp.json"), stamp)
     reorg_train_valid(data_dir, labels, valid_ratio, partial)
     reorg_test(data_dir, partial)
-    _write_json(os.path.join(partial, _COMPLETE_MARKER), stamp)
+    write_json(os.path.join(partial, _COMPLETE_MARKER), stamp)
     shutil.rmtree(reorg_dir, ignore_errors=True)  # an older split of the same data: derived, safe to drop
     os.rename(partial, reorg_dir)
     return reorg_dir
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path, obj):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
 
 
 # The demo set
@@ -284,8 +294,22 @@ class ImageFilesDataset(gluon.data.Dataset):
         return len(self.items)
 
 
+def image_size(path):
+    """(width, height) of the image in `path`, after decoding all of it (a truncated file fails here)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path}: cannot decode image ({err})") from None
+
+
 def read_image(path):
-    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted)."""
+    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted, other sizes resized).
+
+    The file is checked first: MXNet reports some broken files only later, from its engine.
+    """
+    image_size(path)
     try:
         img = image.imread(path, flag=1)
     except MXNetError:

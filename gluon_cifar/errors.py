@@ -8,7 +8,10 @@ class InputError(Exception):
 
 
 def report_input_errors(main):
-    """Run a CLI `main`, turning an InputError into one stderr line and exit status 2."""
+    """Run a CLI `main`, turning an InputError into one stderr line and exit status 2.
+
+    Ctrl-C (KeyboardInterrupt) likewise ends in one line, its message if any, and the shell's status 130.
+    """
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
@@ -16,4 +19,7 @@ def report_input_errors(main):
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt as err:
+            print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+            sys.exit(130)
     return wrapper

@@ -3,10 +3,10 @@
 data (reorg, loaders) -> model (get_net) -> train -> export + predict (submission.csv).
 """
 import argparse
-import json
 import logging
 import os
 import random
+import sys
 import time
 
 import matplotlib
@@ -15,7 +15,9 @@ import numpy as onp
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
+from .checkpoint import (epoch_seed, interrupted_message, load_checkpoint, prepare_output_dir, record_config,
+                         save_checkpoint)
 from .data import (DEFAULT_CACHE_DIR, chapter_train_transform, download_demo, load_datasets,
                    make_loaders, reorg_cifar10_data)
 from .errors import InputError, report_input_errors
@@ -102,21 +104,26 @@ def step_decay(lr, lr_period, lr_decay, batches_per_epoch):
 
 
 def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, lr_decay,
-          checkpoint_dir=None, on_epoch_end=None):
+          checkpoint_dir=None, on_epoch_end=None, resume=False, seed=None):
     """The chapter's training: SGD with momentum 0.9 and weight decay, step-decayed learning rate.
 
     Each batch is split across `devices`. `valid_iter` may be None (the final fit on train_valid).
-    Returns the per-epoch history; with `checkpoint_dir`, parameters and trainer state are saved
-    there after every epoch; `on_epoch_end(stats)` lets a caller (the notebook's plot) follow along.
+    Returns the per-epoch history; with `checkpoint_dir`, the training state is checkpointed there
+    after every epoch and `resume` continues from the last checkpoint; with `seed`, each epoch reseeds
+    the generators (see gluon_cifar.checkpoint), so a resumed run draws what an uninterrupted one
+    would. `on_epoch_end(stats)` lets a caller (the notebook's plot) follow along.
     """
-    if len(train_iter) == 0:
-        raise InputError("the batch size is larger than the training set: no full batch to train on")
+    for split, data_iter in (("training", train_iter), ("validation", valid_iter)):
+        if data_iter is not None and len(data_iter) == 0:
+            raise InputError(f"the batch size is larger than the {split} set: no full batch of it")
     scheduler = step_decay(lr, lr_period, lr_decay, len(train_iter))
     trainer = gluon.Trainer(net.collect_params(), "sgd",
                             {"learning_rate": lr, "momentum": 0.9, "wd": wd, "lr_scheduler": scheduler})
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    history = []
-    for epoch in range(1, num_epochs + 1):
+    history = load_checkpoint(checkpoint_dir, net, trainer) if resume else []
+    for epoch in range(len(history) + 1, num_epochs + 1):
+        if seed is not None:
+            seed_everything(epoch_seed(seed, epoch))
         stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}")
         stats.update(epoch=epoch, lr=trainer.learning_rate)
         if valid_iter is not None:
@@ -144,21 +151,6 @@ def average_batchnorm_stats(net):
         shards = param.list_data()
         if len(shards) > 1:
             param.set_data(sum(s.copyto(mx.cpu()) for s in shards) / len(shards))
-
-
-def save_checkpoint(folder, net, trainer, history):
-    """Save parameters, trainer state (momentum, schedule position) and history, each file atomically."""
-    os.makedirs(folder, exist_ok=True)
-    with atomic_path(os.path.join(folder, "net.params")) as tmp:
-        net.save_parameters(tmp)
-    with atomic_path(os.path.join(folder, "trainer.states")) as tmp:
-        trainer.save_states(tmp)
-    write_json(os.path.join(folder, "history.json"), history)
-
-
-def write_json(path, obj):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
 
 
 def plot_curves(history, path):
@@ -204,6 +196,11 @@ def build_parser():
     run.add_argument("--final", action="store_true",
                      help="the chapter's last step: train on train_valid (no validation) for the submission")
     run.add_argument("--output-dir", default="out")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --output-dir from its last checkpoint")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an --output-dir that holds a previous run, replacing it")
     return parser
 
 
@@ -218,15 +215,16 @@ def check_arguments(args):
 
 @report_input_errors
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.devices = args.devices or default_devices()
     check_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # an import configured it
     seed_everything(args.seed)
-    try:
-        os.makedirs(args.output_dir, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create {args.output_dir}: {err.strerror}") from None
+    checkpoint_dir = prepare_output_dir(args.output_dir, args.resume, args.overwrite)
+    config = {k: v for k, v in vars(args).items() if k != "devices"}
+    record_config(os.path.join(args.output_dir, "config.json"),
+                  {**config, "devices": [str(d) for d in args.devices]}, args.resume)
 
     data_dir = args.data_dir or download_demo(args.cache_dir)
     reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
@@ -236,13 +234,14 @@ def main(argv=None):
     net = get_net(args.devices, num_classes=len(datasets["train"].synsets))
     net.hybridize()
     train_split, valid_iter = ("train_valid", None) if args.final else ("train", loaders["valid"])
-    history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
-                    args.lr_period, args.lr_decay,
-                    checkpoint_dir=os.path.join(args.output_dir, "checkpoint"))
+    try:
+        history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
+                        args.lr_period, args.lr_decay, checkpoint_dir=checkpoint_dir, resume=args.resume,
+                        seed=args.seed)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_message(checkpoint_dir, argv)) from None
 
     out = args.output_dir
-    config = {k: v for k, v in vars(args).items() if k != "devices"}
-    write_json(os.path.join(out, "config.json"), {**config, "devices": [str(d) for d in args.devices]})
     write_json(os.path.join(out, "metrics.json"), history)
     plot_curves(history, os.path.join(out, "curves.png"))
     classes = datasets[train_split].synsets

@@ -1,0 +1,131 @@
+"""Checkpoints and the output folder: a killed or interrupted run loses at most the epoch in progress.
+
+After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.states` (momentum and
+the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
+entry per finished epoch). The three are written into a hidden staging folder that is renamed into
+place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
+
+Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
+NumPy's (DataLoader shuffling) and Python's (random crops) generators seeded by `epoch_seed(seed,
+epoch)`; the epoch number in a checkpoint therefore fixes the random stream of the rest of the run.
+"""
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+
+import numpy as onp
+from mxnet.base import MXNetError
+
+from .atomic import read_json, write_error, write_json
+from .errors import InputError
+
+CHECKPOINT_DIRNAME = "checkpoint"
+_EPOCH_DIR = re.compile(r"epoch-(\d+)")
+log = logging.getLogger("gluon_cifar")
+
+
+def epoch_seed(seed, epoch):
+    """A 32-bit seed for `epoch` of a run seeded with `seed` (independent streams per epoch)."""
+    return int(onp.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def latest_checkpoint(folder):
+    """The newest complete `epoch-NNNN` folder under `folder`, or None."""
+    if not os.path.isdir(folder):
+        return None
+    epochs = [int(m.group(1)) for m in map(_EPOCH_DIR.fullmatch, os.listdir(folder)) if m]
+    return os.path.join(folder, f"epoch-{max(epochs):04d}") if epochs else None
+
+
+def save_checkpoint(folder, net, trainer, history):
+    """Save parameters, trainer state and history after epoch `len(history)`, as one atomic step."""
+    final = os.path.join(folder, f"epoch-{len(history):04d}")
+    staging = os.path.join(folder, f".epoch-{len(history):04d}.partial")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        net.save_parameters(os.path.join(staging, "net.params"))
+        trainer.save_states(os.path.join(staging, "trainer.states"))
+        with open(os.path.join(staging, "history.json"), "w") as f:
+            json.dump(history, f, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(staging, final)
+    except (OSError, MXNetError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(final, err) from None
+    for name in os.listdir(folder):  # older epochs and staging folders of interrupted saves
+        if name != os.path.basename(final):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def load_checkpoint(folder, net, trainer):
+    """Restore the newest checkpoint of `folder` into `net` and `trainer`; return its history."""
+    path = latest_checkpoint(folder)
+    if path is None:
+        raise InputError(f"{folder}: no checkpoint to resume from")
+    devices = next(iter(net.collect_params().values())).list_ctx()
+    net.load_parameters(os.path.join(path, "net.params"), ctx=devices)
+    trainer.load_states(os.path.join(path, "trainer.states"))
+    with open(os.path.join(path, "history.json")) as f:
+        history = json.load(f)
+    log.info("resuming from %s: %d epoch(s) done", path, len(history))
+    return history
+
+
+def prepare_output_dir(out, resume=False, overwrite=False):
+    """Create `out` and apply the output-folder policy; return its checkpoint folder.
+
+    A folder holding anything already (a previous run?) is refused, so two runs never mix, unless
+    `resume` (continue the run whose checkpoint is there) or `overwrite` (start afresh: the old
+    checkpoint is removed now, the old outputs are replaced as the new run writes them).
+    """
+    checkpoints = os.path.join(out, CHECKPOINT_DIRNAME)
+    try:
+        os.makedirs(out, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+        entries = os.listdir(out)
+    except OSError as err:
+        raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
+    if resume:
+        if latest_checkpoint(checkpoints) is None:
+            raise InputError(f"--resume: {checkpoints} holds no checkpoint to resume from")
+    elif overwrite:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    elif entries:
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(f"{out} already holds files ({shown}): pass --resume "
+                         "to continue that run, --overwrite to replace it, or another --output-dir")
+    return checkpoints
+
+
+_RESUMABLE_CHANGES = ("resume", "overwrite", "num_workers", "devices")
+
+
+def record_config(path, config, resume=False):
+    """Save the run's settings as `path` when it starts; on resume, refuse settings that differ.
+
+    Worker count and devices may change on resume; anything else would mix two runs in one model.
+    """
+    if resume:
+        saved = read_json(path) or {}
+        changed = [k for k in sorted(set(saved) | set(config)) if k not in _RESUMABLE_CHANGES
+                   and json.loads(json.dumps(config.get(k))) != saved.get(k)]
+        if changed:
+            raise InputError(f"--resume continues the run as it was started, but --{changed[0].replace('_', '-')} "
+                             f"was {saved.get(changed[0])!r} and is now {config.get(changed[0])!r} "
+                             f"(see {path})")
+    write_json(path, config)
+
+
+def interrupted_message(checkpoint_dir, argv):
+    """What an interrupted run tells the user: what was kept and the command that resumes it."""
+    path = latest_checkpoint(checkpoint_dir)
+    if path is None:
+        return "stopped before the first epoch finished; nothing to resume: run again with --overwrite"
+    argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
+    return (f"stopped; the last complete checkpoint is kept ({path}). "
+            f"Resume with: python -m gluon_cifar.train {shlex.join(argv)}")

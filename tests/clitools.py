@@ -1,0 +1,43 @@
+"""Run the package's commands as a user does (a subprocess) and check what the user sees and keeps."""
+import hashlib
+import os
+import subprocess
+import sys
+
+
+def command(module, *args):
+    return [sys.executable, "-m", f"gluon_cifar.{module}", *map(str, args)]
+
+
+def run(module, *args, **kwargs):
+    """Run `python -m gluon_cifar.<module> args...` to completion; text output captured."""
+    return subprocess.run(command(module, *args), capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def snapshot(root, skip=("train_valid_test",)):
+    """{relative path: (sha1, mtime_ns)} of every file under `root`, except derived folders in `skip`."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(skip)]
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = (hashlib.sha1(f.read()).hexdigest(),
+                                                      os.stat(path).st_mtime_ns)
+    return files
+
+
+def assert_one_error_line(result, *fragments, code=2, after_progress=False):
+    """The run failed with `code` and no traceback; stderr is one `error:` line holding each fragment.
+
+    With `after_progress`, the progress log of a run that had started training may precede that line.
+    """
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert after_progress or len(lines) == 1, result.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines[-1]

@@ -1,0 +1,168 @@
+"""Interrupted runs: SIGKILL mid-epoch then --resume, Ctrl-C, and a reorganisation killed half way.
+
+Real subprocesses and real signals; the tests wait for files to appear by polling, with a deadline.
+"""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as onp
+import psutil
+import pytest
+
+from clitools import command, run, snapshot
+from conftest import make_kaggle_dir, write_png
+from gluon_cifar.checkpoint import latest_checkpoint
+from gluon_cifar.data import reorg_cifar10_data
+
+
+def wait_for(path, proc, deadline=600):
+    """Poll until `path` exists, failing if `proc` ends first or the deadline passes."""
+    end = time.monotonic() + deadline
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"ended before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() < end, f"{path} did not appear within {deadline}s"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def odd_kaggle_dir(tmp_path_factory):
+    """9 training images (3 classes), 3 test images; among them grayscale, RGBA, palette and 48x48 PNGs."""
+    root = make_kaggle_dir(tmp_path_factory.mktemp("resume") / "kaggle", 3, num_test=3)
+    rng = onp.random.default_rng(1)
+    for name, size, mode in (("train/1.png", 32, "L"), ("train/2.png", 32, "RGBA"),
+                             ("train/3.png", 32, "P"), ("train/4.png", 48, "RGB"),
+                             ("test/1.png", 40, "L"), ("test/2.png", 32, "P")):
+        write_png(os.path.join(root, name), rng, size, mode)
+    return root
+
+
+def train_args(data_dir, out, *extra):
+    # 6 training images in 2 batches of 3, 3 validation images; a fixed seed, on one CPU context.
+    return ["--data-dir", data_dir, "--epochs", "2", "--batch-size", "3", "--valid-ratio", "0.34",
+            "--seed", "7", "--devices", "cpu", "--output-dir", str(out), *extra]
+
+
+def load_params(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir, tmp_path):
+    straight = run("train", *train_args(odd_kaggle_dir, tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command("train", *train_args(odd_kaggle_dir, out)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(out / "checkpoint" / "epoch-0001", proc)
+    proc.kill()  # SIGKILL: no handler runs, nothing is flushed or cleaned up
+    assert proc.wait() == -signal.SIGKILL
+    assert latest_checkpoint(str(out / "checkpoint")).endswith("epoch-0001")  # epoch 2 was under way
+    assert not (out / "submission.csv").exists()
+
+    resumed = run("train", *train_args(odd_kaggle_dir, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "epoch 1:" not in resumed.stderr
+    expected, got = load_params(tmp_path / "straight" / "model-0000.params"), load_params(out / "model-0000.params")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        onp.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert (out / "submission.csv").read_text() == (tmp_path / "straight" / "submission.csv").read_text()
+    keys = ("epoch", "lr", "train_loss", "train_acc", "valid_acc")  # not the timings
+    history, expected_history = (json.loads((folder / "metrics.json").read_text())
+                                 for folder in (out, tmp_path / "straight"))
+    assert [[h[k] for k in keys] for h in history] == [[h[k] for k in keys] for h in expected_history]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_kaggle_dir, tmp_path):
+    out = tmp_path / "out"
+    args = train_args(odd_kaggle_dir, out, "--num-workers", "2")
+    args[args.index("--epochs") + 1] = "3"
+    # Its own process group, as a shell gives a foreground job: Ctrl-C signals every process in it.
+    proc = subprocess.Popen(command("train", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    wait_for(out / "checkpoint" / "epoch-0001", proc)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers, "expected DataLoader worker processes"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=600)
+
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: stopped; the last complete checkpoint is kept"), stderr
+    for worker in workers:
+        assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, worker
+    kept = latest_checkpoint(str(out / "checkpoint"))
+    assert kept is not None and kept in last
+    epochs_done = len(json.loads(open(os.path.join(kept, "history.json")).read()))
+
+    resume_command = shlex.split(last.split("Resume with: ", 1)[1])
+    assert resume_command[:3] == ["python", "-m", "gluon_cifar.train"] and "--resume" in resume_command
+    resumed = run("train", *resume_command[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{epochs_done} epoch(s) done" in resumed.stderr
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3]
+    assert (out / "submission.csv").is_file()
+
+
+def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
+    data = make_kaggle_dir(tmp_path / "k", 700, num_test=3)
+    sources = snapshot(data)
+    reorg = os.path.join(data, "train_valid_test")
+    script = f"from gluon_cifar.data import reorg_cifar10_data; reorg_cifar10_data({data!r}, 0.1)"
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    # The first class folder appears with the first image; 2,100 images remain to be placed.
+    wait_for(os.path.join(reorg + ".partial", "train_valid"), proc)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    assert not os.path.exists(reorg), "a partial reorganisation must never take the final name"
+
+    assert reorg_cifar10_data(data, 0.1) == reorg
+    assert_complete_reorg(data, reorg, per_class=700, valid_per_class=70)
+    assert snapshot(data) == sources
+
+
+def test_reorg_repairs_a_partial_folder_with_a_half_written_and_a_missing_file(kaggle_dir):
+    sources = snapshot(kaggle_dir)
+    reorg = reorg_cifar10_data(kaggle_dir, 0.2)
+    os.remove(os.path.join(reorg, ".complete.json"))
+    os.rename(reorg, reorg + ".partial")  # as an interrupted run leaves it
+    class_dir = os.path.join(reorg + ".partial", "train_valid", "airplane")
+    half, missing = sorted(os.listdir(class_dir))[:2]
+    data = open(os.path.join(class_dir, half), "rb").read()
+    os.remove(os.path.join(class_dir, half))  # (not truncated in place: it is a hard link to the source)
+    with open(os.path.join(class_dir, half), "wb") as f:
+        f.write(data[:len(data) // 2])
+    os.remove(os.path.join(class_dir, missing))
+
+    assert reorg_cifar10_data(kaggle_dir, 0.2) == reorg
+    assert not os.path.exists(reorg + ".partial")
+    assert_complete_reorg(kaggle_dir, reorg, per_class=None, valid_per_class=1)
+    assert snapshot(kaggle_dir) == sources
+
+
+def assert_complete_reorg(data_dir, reorg, per_class, valid_per_class):
+    """Every training image once in train_valid, as a link to its source; valid/train split them."""
+    labels = dict(line.strip().split(",") for line in open(os.path.join(data_dir, "trainLabels.csv"))
+                  if not line.startswith("id,"))
+    placed = {}
+    for label in os.listdir(os.path.join(reorg, "train_valid")):
+        names = os.listdir(os.path.join(reorg, "train_valid", label))
+        assert per_class is None or len(names) == per_class
+        assert len(os.listdir(os.path.join(reorg, "valid", label))) == valid_per_class
+        for name in names:
+            placed[name[:-4]] = label
+            assert os.path.samefile(os.path.join(reorg, "train_valid", label, name),
+                                    os.path.join(data_dir, "train", name))
+        assert sorted(os.listdir(os.path.join(reorg, "valid", label)) +
+                      os.listdir(os.path.join(reorg, "train", label))) == sorted(names)
+    assert placed == labels
+    assert sorted(os.listdir(os.path.join(reorg, "test", "unknown"))) == sorted(
+        os.listdir(os.path.join(data_dir, "test")))
