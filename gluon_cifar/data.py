@@ -261,6 +261,46 @@ def test_transform():
         transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
 
+class ReflectPad(gluon.HybridBlock):
+    """Pad an HWC image by `pad` pixels on each side with its mirror image (edge pixels not repeated)."""
+
+    def __init__(self, pad):
+        super().__init__()
+        self._pad_width = ((pad, pad), (pad, pad), (0, 0))
+
+    def hybrid_forward(self, F, x):
+        return F.np.pad(x, self._pad_width, mode="reflect")
+
+
+def padcrop_train_transform(cutout=0):
+    """The usual CIFAR augmentation: reflect-pad 4, random 32x32 crop, flip; no resampling, unlike the chapter's.
+
+    With `cutout` > 0, one random `cutout` x `cutout` square is filled with the mean pixel (GluonCV's
+    `RandomErasing`, fixed to a square that lies inside the image).
+    """
+    from gluoncv.data.transforms.block import RandomCrop, RandomErasing  # only this recipe needs GluonCV
+    steps = [ReflectPad(4), RandomCrop(32), transforms.RandomFlipLeftRight()]
+    if cutout:
+        area = cutout ** 2 / 32 ** 2
+        steps.append(RandomErasing(probability=1.0, s_min=area, s_max=area, ratio=1.0,
+                                   mean=tuple(255 * m for m in CIFAR10_MEAN)))
+    return transforms.Compose(steps + [test_transform()])
+
+
+AUGMENTATIONS = ("chapter", "padcrop")
+
+
+def make_train_transform(augment="chapter", cutout=0):
+    """The training transform named `augment` (one of AUGMENTATIONS); cutout is offered with padcrop."""
+    if not 0 <= cutout < 32:
+        raise InputError(f"cutout must be 0 (off) to 31 pixels, got {cutout}")
+    if augment == "chapter":
+        if cutout:
+            raise InputError("cutout is offered with the padcrop augmentation only")
+        return chapter_train_transform()
+    return padcrop_train_transform(cutout)
+
+
 def load_datasets(reorg_dir):
     """One `ImageFolderDataset` per split of `reorg_dir`, keyed by split name."""
     return {split: gluon.data.vision.ImageFolderDataset(os.path.join(reorg_dir, split))

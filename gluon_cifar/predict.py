@@ -6,7 +6,7 @@ exported files (no model class), so it is also the deployment path on any machin
 import argparse
 
 import pandas as pd
-from mxnet import gluon
+from mxnet import gluon, np
 
 from .atomic import atomic_path
 from .data import ImageFilesDataset, test_transform
@@ -14,13 +14,24 @@ from .errors import report_input_errors
 from .export import load_exported
 
 
-def predict(net, dataset, batch_size, ctx, num_workers=0):
+TTA_MODES = ("none", "flip")
+
+
+def predict_logits(net, X, tta="none"):
+    """`net`'s logits for batch `X`; with tta 'flip', the mean of each image's and its mirror's logits."""
+    y_hat = net(X)
+    if tta == "flip":
+        y_hat = (y_hat + net(np.flip(X, axis=3))) / 2
+    return y_hat
+
+
+def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none"):
     """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order."""
     loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), batch_size,
                                    shuffle=False, last_batch="keep", num_workers=num_workers)
     ids, preds = [], []
     for X, batch_ids in loader:
-        y_hat = net(X.as_in_ctx(ctx))
+        y_hat = predict_logits(net, X.as_in_ctx(ctx), tta)
         preds.extend(y_hat.argmax(axis=1).astype("int32").asnumpy().tolist())
         ids.extend(batch_ids.asnumpy().astype(int).tolist())
     return ids, preds
@@ -33,9 +44,9 @@ def write_submission(path, ids, preds, classes):
         table.to_csv(tmp, index=False)
 
 
-def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0):
+def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0, tta="none"):
     """Classify every `<id>.png` of `image_dir` and write the submission to `output`; return the ids."""
-    ids, preds = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers)
+    ids, preds = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers, tta)
     write_submission(output, ids, preds, classes)
     return ids
 
@@ -49,6 +60,8 @@ def build_parser():
     parser.add_argument("--output", default="submission.csv", help="CSV to write (id,label)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation: 'flip' averages the logits of each image and its mirror")
     return parser
 
 
@@ -58,7 +71,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     net, classes = load_exported(args.model, mx.cpu())
     ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
-                         args.num_workers)
+                         args.num_workers, args.tta)
     print(f"wrote {args.output}: {len(ids)} predictions")
 
 

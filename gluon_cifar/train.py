@@ -18,12 +18,13 @@ from tqdm import tqdm
 from .atomic import atomic_path, write_json
 from .checkpoint import (epoch_seed, interrupted_message, load_checkpoint, prepare_output_dir, record_config,
                          save_checkpoint)
-from .data import (DEFAULT_CACHE_DIR, chapter_train_transform, download_demo, load_datasets,
-                   make_loaders, reorg_cifar10_data)
+from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, download_demo, load_datasets, make_loaders,
+                   make_train_transform, reorg_cifar10_data)
 from .errors import InputError, report_input_errors
 from .export import export_model
 from .model import get_net
-from .predict import predict_folder
+from .predict import TTA_MODES, predict_folder
+from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, SoftTargets, make_scheduler
 
 log = logging.getLogger("gluon_cifar")
 
@@ -77,15 +78,20 @@ def evaluate_accuracy(net, data_iter, devices):
     return correct / max(total, 1)
 
 
-def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train"):
-    """One pass over `train_iter`; returns the mean loss, accuracy, example count and compute seconds."""
+def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_targets=None):
+    """One pass over `train_iter`; returns the mean loss, accuracy, example count and compute seconds.
+
+    With `soft_targets` (a recipes.SoftTargets), the loss sees its mixed batch and dense targets;
+    accuracy is still counted against the hard labels.
+    """
     loss_sum, correct, examples, seconds = 0.0, 0.0, 0, 0.0
     for X, y in tqdm(train_iter, desc=desc, leave=False, disable=None):
         start = time.perf_counter()
-        X_shards, y_shards = split_batch(X, y, devices)
+        X_shards, t_shards = split_batch(*(soft_targets(X, y) if soft_targets else (X, y)), devices)
+        y_shards = gluon.utils.split_and_load(y, devices, even_split=False)
         with autograd.record():
             preds = [net(Xs) for Xs in X_shards]
-            losses = [loss(p, ys) for p, ys in zip(preds, y_shards)]
+            losses = [loss(p, ts) for p, ts in zip(preds, t_shards)]
         for l in losses:
             l.backward()
         trainer.step(X.shape[0])
@@ -97,15 +103,14 @@ def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train"):
             "examples": examples, "seconds": seconds}
 
 
-def step_decay(lr, lr_period, lr_decay, batches_per_epoch):
-    """The chapter's schedule as an LRScheduler: lr times lr_decay at the start of every lr_period-th epoch."""
-    return mx.lr_scheduler.FactorScheduler(step=lr_period * batches_per_epoch, factor=lr_decay,
-                                           base_lr=lr, stop_factor_lr=0)
-
-
 def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, lr_decay,
-          checkpoint_dir=None, on_epoch_end=None, resume=False, seed=None):
+          checkpoint_dir=None, on_epoch_end=None, resume=False, seed=None, lr_schedule="step",
+          warmup_frac=0.0, soft_targets=None):
     """The chapter's training: SGD with momentum 0.9 and weight decay, step-decayed learning rate.
+
+    Recipes beyond the chapter's (gluon_cifar.recipes): `lr_schedule` names the LRScheduler ('step' is
+    the chapter's; 'cosine' and 'onecycle' decay from lr to 0) with `warmup_frac` of the updates
+    warming up; `soft_targets` (a SoftTargets) trains on label-smoothed or mixed-up targets.
 
     Each batch is split across `devices`. `valid_iter` may be None (the final fit on train_valid).
     Returns the per-epoch history; with `checkpoint_dir`, the training state is checkpointed there
@@ -116,15 +121,16 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
     for split, data_iter in (("training", train_iter), ("validation", valid_iter)):
         if data_iter is not None and len(data_iter) == 0:
             raise InputError(f"the batch size is larger than the {split} set: no full batch of it")
-    scheduler = step_decay(lr, lr_period, lr_decay, len(train_iter))
-    trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": lr, "momentum": 0.9, "wd": wd, "lr_scheduler": scheduler})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    scheduler = make_scheduler(lr_schedule, lr, num_epochs, len(train_iter), lr_period, lr_decay, warmup_frac)
+    trainer = gluon.Trainer(net.collect_params(), "sgd",  # the schedule alone sets the learning rate
+                            {"momentum": 0.9, "wd": wd, "lr_scheduler": scheduler})
+    loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
     history = load_checkpoint(checkpoint_dir, net, trainer) if resume else []
     for epoch in range(len(history) + 1, num_epochs + 1):
         if seed is not None:
             seed_everything(epoch_seed(seed, epoch))
-        stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}")
+        stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}",
+                                soft_targets)
         stats.update(epoch=epoch, lr=trainer.learning_rate)
         if valid_iter is not None:
             stats["valid_acc"] = evaluate_accuracy(net, valid_iter, devices)
@@ -196,12 +202,41 @@ def build_parser():
     run.add_argument("--final", action="store_true",
                      help="the chapter's last step: train on train_valid (no validation) for the submission")
     run.add_argument("--output-dir", default="out")
+    recipe = parser.add_argument_group(
+        "recipe", "beyond the chapter (README, Recipes); --recipe presets these, explicit flags override it")
+    recipe.add_argument("--recipe", choices=RECIPES, default="chapter",
+                        help="strong: --augment padcrop --lr-schedule onecycle --lr 0.2 --label-smoothing 0.1 "
+                             "--epochs 30 --tta flip")
+    recipe.add_argument("--augment", choices=AUGMENTATIONS, default="chapter",
+                        help="chapter: resize 40 + random crop + flip; padcrop: reflect-pad 4 + random crop + flip")
+    recipe.add_argument("--cutout", type=int, default=0,
+                        help="side in pixels of a random square set to the mean pixel (padcrop only; 0: off)")
+    recipe.add_argument("--lr-schedule", choices=SCHEDULES, default="step",
+                        help="step: the chapter's (--lr-period, --lr-decay); cosine or onecycle: decay from "
+                             "--lr to 0")
+    recipe.add_argument("--warmup-frac", type=float, default=None,
+                        help="fraction of all updates warming up linearly from 0 (default: 0.3 for onecycle, "
+                             "else 0)")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe.add_argument("--mixup-alpha", type=float, default=0.0, help="Beta(alpha, alpha) mixup; 0: off")
+    recipe.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation for submission.csv (flip: mean logits of image and mirror)")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --output-dir from its last checkpoint")
     again.add_argument("--overwrite", action="store_true",
                        help="start afresh in an --output-dir that holds a previous run, replacing it")
     return parser
+
+
+def parse_args(argv):
+    """Parse the command line; the --recipe's settings are defaults that explicit flags override."""
+    parser = build_parser()
+    parser.set_defaults(**RECIPES[parser.parse_args(argv).recipe])
+    args = parser.parse_args(argv)
+    if args.warmup_frac is None:
+        args.warmup_frac = DEFAULT_WARMUP[args.lr_schedule]
+    return args
 
 
 def check_arguments(args):
@@ -211,12 +246,17 @@ def check_arguments(args):
     if args.batch_size < len(args.devices):
         raise InputError(f"--batch-size {args.batch_size} is smaller than the {len(args.devices)} devices: "
                          "every device needs at least one example per batch")
+    for name in ("warmup_frac", "label_smoothing"):
+        if not 0 <= getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 0 and below 1")
+    if args.mixup_alpha < 0:
+        raise InputError("--mixup-alpha must be at least 0")
 
 
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     args.devices = args.devices or default_devices()
     check_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # an import configured it
@@ -229,15 +269,19 @@ def main(argv=None):
     data_dir = args.data_dir or download_demo(args.cache_dir)
     reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
     datasets = load_datasets(reorg_dir)
-    loaders = make_loaders(datasets, args.batch_size, chapter_train_transform(), args.num_workers)
+    loaders = make_loaders(datasets, args.batch_size, make_train_transform(args.augment, args.cutout),
+                           args.num_workers)
 
     net = get_net(args.devices, num_classes=len(datasets["train"].synsets))
     net.hybridize()
     train_split, valid_iter = ("train_valid", None) if args.final else ("train", loaders["valid"])
+    soft_targets = (SoftTargets(len(datasets["train"].synsets), args.label_smoothing, args.mixup_alpha)
+                    if args.label_smoothing or args.mixup_alpha else None)
     try:
         history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
                         args.lr_period, args.lr_decay, checkpoint_dir=checkpoint_dir, resume=args.resume,
-                        seed=args.seed)
+                        seed=args.seed, lr_schedule=args.lr_schedule, warmup_frac=args.warmup_frac,
+                        soft_targets=soft_targets)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(interrupted_message(checkpoint_dir, argv)) from None
 
@@ -247,7 +291,7 @@ def main(argv=None):
     classes = datasets[train_split].synsets
     export_model(net, os.path.join(out, "model"), classes)
     ids = predict_folder(net, os.path.join(data_dir, "test"), classes, os.path.join(out, "submission.csv"),
-                         args.batch_size, args.devices[0], args.num_workers)
+                         args.batch_size, args.devices[0], args.num_workers, args.tta)
     log.info("wrote %s: %d predictions; model exported as %s-symbol.json/-0000.params",
              os.path.join(out, "submission.csv"), len(ids), os.path.join(out, "model"))
 
