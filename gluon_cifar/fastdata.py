@@ -1,0 +1,152 @@
+"""Fast input path: images decoded once into a uint8 array, the chapter's augmentation applied per batch.
+
+The chapter's `ImageFolderDataset` + `transform_first` decodes every PNG and runs five transforms one
+image at a time on every epoch (~1,000 img/s here). This path decodes each split once (cached beside the
+reorganised folders), then draws the chapter's crop parameters for a whole batch at once and resizes
+with OpenCV, which MXNet's `image.resize` wraps (pixel-identical for the same parameters):
+Resize(40) -> RandomResizedCrop(32, scale=(0.64, 1), ratio=1) -> RandomFlipLeftRight -> ToTensor ->
+Normalize. `chapter_crop_params` states the distribution; tests/test_speed_paths.py checks it against the
+chapter's transforms over many samples.
+"""
+import os
+import queue
+import threading
+
+import cv2
+import mxnet as mx
+import numpy as onp
+from mxnet import gluon, npx
+
+from .atomic import atomic_path
+from .data import CIFAR10_MEAN, CIFAR10_STD, read_image
+
+IMAGE_SHAPE = (32, 32, 3)
+RESIZE = 40               # transforms.Resize(40)
+CROP_SCALE = (0.64, 1.0)  # RandomResizedCrop's area fraction; ratio (1, 1): square crops
+_CACHE_SUFFIX = ".uint8.npz"
+
+
+# Decoding once
+
+def decode(path):
+    """`read_image` for the common case (a 32x32 colour PNG) through OpenCV directly; the rest via `read_image`."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None or img.shape != IMAGE_SHAPE:
+        return read_image(path).asnumpy()
+    return img[:, :, ::-1]
+
+
+def decode_batch(paths):
+    """Decode `paths` into one uint8 (len(paths), 32, 32, 3) array."""
+    batch = onp.empty((len(paths),) + IMAGE_SHAPE, onp.uint8)
+    for i, path in enumerate(paths):
+        batch[i] = decode(path)
+    return batch
+
+
+def decoded_split(reorg_dir, split):
+    """(images uint8 NHWC, labels int32, synsets) of `reorg_dir/split`, decoded once into `<split>.uint8.npz`.
+
+    The cache sits beside the split's folder and is rebuilt when its file list differs.
+    """
+    dataset = gluon.data.vision.ImageFolderDataset(os.path.join(reorg_dir, split))
+    names = onp.array([os.path.relpath(path, reorg_dir) for path, _ in dataset.items])
+    cache = os.path.join(reorg_dir, split + _CACHE_SUFFIX)
+    if os.path.isfile(cache):
+        with onp.load(cache) as saved:
+            if onp.array_equal(saved["names"], names):
+                return saved["images"], saved["labels"], dataset.synsets
+    images = decode_batch([path for path, _ in dataset.items])
+    labels = onp.array([label for _, label in dataset.items], onp.int32)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        onp.savez(f, images=images, labels=labels, names=names)
+    return images, labels, dataset.synsets
+
+
+# The chapter's augmentation, a batch at a time
+
+def chapter_crop_params(n, rng=onp.random):
+    """Crop side, left, top and flip for `n` images, drawn as the chapter's transforms draw them.
+
+    `image.random_size_crop` on the 40x40 image: area U(0.64, 1) * 1600, side round(sqrt(area)) (half to
+    even, like Python's round), left and top uniform integers in [0, 40 - side]; flip with probability 1/2.
+    """
+    side = onp.rint(onp.sqrt(rng.uniform(*CROP_SCALE, size=n) * RESIZE * RESIZE)).astype(int)
+    left = (rng.uniform(size=n) * (RESIZE - side + 1)).astype(int)
+    top = (rng.uniform(size=n) * (RESIZE - side + 1)).astype(int)
+    flip = rng.uniform(size=n) < 0.5
+    return side, left, top, flip
+
+
+def augment(images, params):
+    """Apply crop parameters from `chapter_crop_params` to uint8 NHWC 32x32 `images`; uint8 NHWC out."""
+    out = onp.empty_like(images)
+    size = IMAGE_SHAPE[:2]
+    for i, (img, side, left, top, flip) in enumerate(zip(images, *params)):
+        big = cv2.resize(img, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
+        crop = cv2.resize(big[top:top + side, left:left + side], size, interpolation=cv2.INTER_LINEAR)
+        out[i] = crop[:, ::-1] if flip else crop
+    return out
+
+
+def normalize(images, ctx=None):
+    """The chapter's ToTensor + Normalize, as MXNet's own operators on a whole uint8 NHWC batch at once.
+
+    Returns a float32 NCHW `mx.np` array on `ctx`, equal to the chapter's per-image result.
+    """
+    batch = mx.np.array(images, dtype=onp.uint8, ctx=ctx)
+    return npx.image.normalize(npx.image.to_tensor(batch), CIFAR10_MEAN, CIFAR10_STD)
+
+
+def prefetch(iterable, depth=2):
+    """Iterate `iterable` in a background thread, `depth` items ahead (OpenCV and NumPy release the GIL).
+
+    An exception in the thread is re-raised here, at the item where it happened.
+    """
+    items = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work():
+        try:
+            for item in iterable:
+                items.put((item, None))
+        except Exception as err:  # handed over to the consumer, which re-raises it
+            items.put((None, err))
+        items.put((done, None))
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item, err = items.get()
+        if err is not None:
+            raise err
+        if item is done:
+            return
+        yield item
+
+
+class FastLoader:
+    """The chapter's `DataLoader` over decoded-once images: (X float32 NCHW, y int32) batches.
+
+    `augment=True` applies the chapter's training augmentation; False only its test transform. The
+    next batch is prepared in a thread while the caller trains on the current one.
+    """
+
+    def __init__(self, images, labels, batch_size, shuffle=True, last_batch="discard", augment=True):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.keep_tail = last_batch == "keep"
+
+    def __len__(self):
+        full, tail = divmod(len(self.images), self.batch_size)
+        return full + (1 if self.keep_tail and tail else 0)
+
+    def _batches(self, order):
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[idx]
+            yield (augment(x, chapter_crop_params(len(idx))) if self.augment else x), self.labels[idx]
+
+    def __iter__(self):
+        order = onp.random.permutation(len(self.images)) if self.shuffle else onp.arange(len(self.images))
+        for x, y in prefetch(self._batches(order)):  # MXNet calls stay in this thread
+            yield normalize(x), mx.np.array(y, dtype=onp.int32)

@@ -1,0 +1,109 @@
+"""Fast CPU inference for the predict stage: a fully fused MKLDNN graph, INT8, and decoding overlapped
+with compute. Same exported files in, same predictions out (INT8: within the agreement it reports).
+
+MXNet 1.9.1's MKLDNN pass fuses Convolution+BatchNorm+ReLU(+sum) only for the legacy operators
+`Activation` and `elemwise_add`; NumPy mode exports `_npx_relu` and `_npi_add`, so the exported graph is
+renamed first (same weights, outputs within 1e-5). INT8 uses `quantize_model_mkldnn` on that graph,
+calibrated on training images; the output layer stays FP32.
+"""
+import json
+import os
+import tempfile
+import warnings
+
+import mxnet as mx
+import numpy as onp
+from mxnet import gluon
+
+from .data import list_images
+from .errors import InputError
+from .export import load_exported
+from .fastdata import IMAGE_SHAPE, decode_batch, normalize, prefetch
+
+# NumPy-mode operator -> (legacy operator MKLDNN fuses, its attributes). Residual adds have equal shapes.
+FUSABLE_OPS = {"_npx_relu": ("Activation", {"act_type": "relu"}), "_npi_add": ("elemwise_add", {})}
+INPUT_SHAPE = (IMAGE_SHAPE[2],) + IMAGE_SHAPE[:2]  # NCHW without the batch axis
+
+
+def fusable_symbol(symbol_file):
+    """The exported graph with ReLUs and adds renamed to the legacy operators MKLDNN fuses (a legacy Symbol)."""
+    with open(symbol_file) as f:
+        graph = json.load(f)
+    for node in graph["nodes"]:
+        if node["op"] in FUSABLE_OPS:
+            node["op"], node["attrs"] = FUSABLE_OPS[node["op"]]
+    return mx.sym.load_json(json.dumps(graph))
+
+
+def _symbol_block(sym, params, ctx):
+    """A NumPy-mode SymbolBlock of a legacy `sym` and its {'arg:name'/'aux:name': NDArray} parameters."""
+    with tempfile.TemporaryDirectory() as folder:
+        sym.save(os.path.join(folder, "net-symbol.json"))
+        mx.nd.save(os.path.join(folder, "net-0000.params"), params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # imports() warns that the input name 'data' is not a parameter
+            return gluon.SymbolBlock.imports(os.path.join(folder, "net-symbol.json"), ["data"],
+                                             os.path.join(folder, "net-0000.params"), ctx=ctx)
+
+
+def load_fast(prefix, batch_size, calib_images=None, calib_mode="naive", ctx=mx.cpu()):
+    """Reopen an export as a fused (or, given `calib_images`, INT8) graph for batches of `batch_size`.
+
+    `calib_images`: uint8 (N, 32, 32, 3) training images for INT8 calibration. Returns (net, classes).
+    """
+    _, classes = load_exported(prefix, ctx)  # checks the three files and reads the class names
+    sym = fusable_symbol(f"{prefix}-symbol.json")
+    params = mx.nd.load(f"{prefix}-0000.params")
+    if calib_images is not None:
+        sym, params = quantize(sym, params, calib_images, calib_mode, ctx)
+    net = _symbol_block(sym, params, ctx)
+    net.optimize_for(mx.np.zeros((batch_size,) + INPUT_SHAPE, ctx=ctx), backend="MKLDNN",
+                     static_alloc=True, static_shape=True)
+    return net, classes
+
+
+def quantize(sym, params, calib_images, calib_mode, ctx):
+    """INT8 graph and parameters of a fusable FP32 graph, calibrated on `calib_images` (uint8 NHWC)."""
+    from mxnet.contrib.quantization import quantize_model_mkldnn
+    aux_names = set(sym.list_auxiliary_states())
+    args = {k.split(":", 1)[1]: v for k, v in params.items() if k.split(":", 1)[1] not in aux_names}
+    auxs = {k.split(":", 1)[1]: v for k, v in params.items() if k.split(":", 1)[1] in aux_names}
+    calib = mx.io.NDArrayIter(normalize(calib_images).as_nd_ndarray(), batch_size=min(64, len(calib_images)))
+    qsym, qargs, qauxs = quantize_model_mkldnn(
+        sym, args, auxs, label_names=(), ctx=ctx, calib_mode=calib_mode, calib_data=calib,
+        num_calib_examples=len(calib_images), quantized_dtype="auto",
+        excluded_op_names=["_sg_mkldnn_fully_connected"])  # keep the logits in FP32
+    qparams = {**{f"arg:{k}": v for k, v in qargs.items()}, **{f"aux:{k}": v for k, v in qauxs.items()}}
+    return qsym.get_backend_symbol("MKLDNN_QUANTIZE"), qparams
+
+
+def predict_fast(net, image_dir, batch_size, ctx=mx.cpu()):
+    """`predict` over a folder of `<id>.png` for a net from `load_fast`: returns (ids, class indices).
+
+    Batch i+1 is decoded and normalised in a thread while the net computes batch i; the last batch is
+    padded to `batch_size` so the graph keeps one static shape.
+    """
+    items = list_images(image_dir)
+    if not items:
+        raise InputError(f"{image_dir}: no images")
+    paths = [path for _, path in items]
+
+    def batches():
+        for start in range(0, len(paths), batch_size):
+            x = decode_batch(paths[start:start + batch_size])
+            if len(x) < batch_size:
+                x = onp.concatenate([x, onp.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+            yield x
+
+    preds = []
+    for x in prefetch(batches()):  # MXNet calls stay in this thread
+        preds.append(net(normalize(x, ctx)).argmax(axis=1).astype("int32").asnumpy())
+    return [image_id for image_id, _ in items], onp.concatenate(preds)[:len(items)].tolist()
+
+
+def read_calibration_images(folder, count):
+    """The first `count` images of a flat folder of training `<id>.png` files, in id order, as uint8 NHWC."""
+    items = list_images(folder)[:count]
+    if not items:
+        raise InputError(f"{folder}: no images to calibrate INT8 with")
+    return decode_batch([path for _, path in items])
