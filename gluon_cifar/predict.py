@@ -10,7 +10,7 @@ from mxnet import gluon, np
 
 from .atomic import atomic_path
 from .data import ImageFilesDataset, test_transform
-from .errors import report_input_errors
+from .errors import InputError, report_input_errors
 from .export import load_exported
 
 
@@ -62,16 +62,38 @@ def build_parser():
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation: 'flip' averages the logits of each image and its mirror")
+    fast = parser.add_argument_group("fast CPU inference (gluon_cifar.fastinfer)")
+    fast.add_argument("--fast", action="store_true",
+                      help="fused MKLDNN graph, next batch decoded while this one computes; same predictions")
+    fast.add_argument("--int8", metavar="TRAIN_IMAGES",
+                      help="quantize to INT8 (implies --fast), calibrated on the first --calib-size images "
+                           "of this folder of training <id>.png files")
+    fast.add_argument("--calib-size", type=int, default=512)
     return parser
+
+
+def predict_folder_fast(args):
+    """`predict_folder` through `gluon_cifar.fastinfer` (fused FP32, or INT8 with `--int8`)."""
+    from . import fastinfer
+    if args.tta != "none":
+        raise InputError("--tta is not available with --fast/--int8")
+    calib = fastinfer.read_calibration_images(args.int8, args.calib_size) if args.int8 else None
+    net, classes = fastinfer.load_fast(args.model, args.batch_size, calib)
+    ids, preds = fastinfer.predict_fast(net, args.images, args.batch_size)
+    write_submission(args.output, ids, preds, classes)
+    return ids
 
 
 @report_input_errors
 def main(argv=None):
     import mxnet as mx
     args = build_parser().parse_args(argv)
-    net, classes = load_exported(args.model, mx.cpu())
-    ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
-                         args.num_workers, args.tta)
+    if args.fast or args.int8:
+        ids = predict_folder_fast(args)
+    else:
+        net, classes = load_exported(args.model, mx.cpu())
+        ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
+                             args.num_workers, args.tta)
     print(f"wrote {args.output}: {len(ids)} predictions")
 
 
