@@ -53,6 +53,11 @@ def make_scheduler(name, lr, num_epochs, batches_per_epoch, lr_period, lr_decay,
 
 # Soft targets
 
+def make_soft_targets(num_classes, label_smoothing=0.0, mixup_alpha=0.0):
+    """A SoftTargets, or None (the chapter's hard labels) when both label smoothing and mixup are off."""
+    return SoftTargets(num_classes, label_smoothing, mixup_alpha) if label_smoothing or mixup_alpha else None
+
+
 class SoftTargets:
     """Dense targets for `SoftmaxCrossEntropyLoss(sparse_label=False)`, as GluonCV's training scripts make them.
 

@@ -24,7 +24,7 @@ from .errors import InputError, report_input_errors
 from .export import export_model
 from .model import get_net
 from .predict import TTA_MODES, predict_folder
-from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, SoftTargets, make_scheduler
+from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, make_scheduler, make_soft_targets
 
 log = logging.getLogger("gluon_cifar")
 
@@ -275,8 +275,7 @@ def main(argv=None):
     net = get_net(args.devices, num_classes=len(datasets["train"].synsets))
     net.hybridize()
     train_split, valid_iter = ("train_valid", None) if args.final else ("train", loaders["valid"])
-    soft_targets = (SoftTargets(len(datasets["train"].synsets), args.label_smoothing, args.mixup_alpha)
-                    if args.label_smoothing or args.mixup_alpha else None)
+    soft_targets = make_soft_targets(len(datasets["train"].synsets), args.label_smoothing, args.mixup_alpha)
     try:
         history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
                         args.lr_period, args.lr_decay, checkpoint_dir=checkpoint_dir, resume=args.resume,
