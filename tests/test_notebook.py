@@ -24,6 +24,9 @@ def test_notebook_runs_on_the_tiny_set_and_writes_the_submission(tiny_copy, tmp_
     install(kernel_name=KERNEL, prefix=str(tmp_path / "jupyter"))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
     monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", tiny_copy)
+    # The kernel shares the cores with the rest of the suite: one OpenMP thread, so it never
+    # spin-waits for a core another process holds.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     nb = nbformat.read(NOTEBOOK, as_version=4)
