@@ -133,13 +133,19 @@ def test_export_cli_reports_a_missing_model_in_one_line(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_export_cli_reports_a_corrupt_symbol_and_writes_nothing(exported, tmp_path):
+@pytest.mark.parametrize("edit, message", [
+    (lambda symbol: '{"nodes": [', "not an MXNet symbol file"),
+    (lambda symbol: symbol.replace('"_npx_relu"', '"_npi_sin"'), "no ONNX conversion for operator(s) _npi_sin"),
+])
+def test_export_cli_reports_a_bad_symbol_and_writes_nothing(exported, tmp_path, edit, message):
     prefix = str(tmp_path / "model")
     for role, path in export.exported_files(exported).items():
         shutil.copyfile(path, export.exported_files(prefix)[role])
+    with open(prefix + "-symbol.json") as f:
+        symbol = f.read()
     with open(prefix + "-symbol.json", "w") as f:
-        f.write('{"nodes": [')
+        f.write(edit(symbol))
     result = run_export_cli("--model", prefix, "--onnx")
     assert result.returncode == 2
-    assert result.stderr == f"error: {prefix}-symbol.json: not an MXNet symbol file\n"
+    assert result.stderr == f"error: {prefix}-symbol.json: {message}\n"
     assert sorted(os.listdir(tmp_path)) == ["model-0000.params", "model-classes.json", "model-symbol.json"]
