@@ -17,7 +17,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 from .errors import InputError, report_input_errors
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
@@ -41,8 +41,7 @@ def export_model(net, prefix, classes):
         staged = exported_files(os.path.join(staging, "model"))
         for role, path in exported_files(prefix).items():
             if role == "classes":
-                with atomic_path(path) as tmp, open(tmp, "w") as f:
-                    json.dump(list(classes), f)
+                write_json(path, list(classes))
             else:
                 os.replace(staged[role], path)
     finally:
@@ -143,8 +142,7 @@ def export_onnx(prefix, output):
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
     classes_file = os.path.splitext(output)[0] + "-classes.json"
-    with atomic_path(classes_file) as tmp, open(tmp, "w") as f:
-        json.dump(classes, f)
+    write_json(classes_file, classes)
     return classes_file
 
 
