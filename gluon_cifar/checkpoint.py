@@ -4,6 +4,7 @@ After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.
 the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
 entry per finished epoch). The three are written into a hidden staging folder that is renamed into
 place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
+`OUT/checkpoint/config.json` holds the run's settings, which a resumed run must share.
 
 Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
 NumPy's (DataLoader shuffling) and Python's (random crops) generators seeded by `epoch_seed(seed,
@@ -34,7 +35,7 @@ def epoch_seed(seed, epoch):
 
 def latest_checkpoint(folder):
     """The newest complete `epoch-NNNN` folder under `folder`, or None."""
-    if not os.path.isdir(folder):
+    if not folder or not os.path.isdir(folder):
         return None
     epochs = [int(m.group(1)) for m in map(_EPOCH_DIR.fullmatch, os.listdir(folder)) if m]
     return os.path.join(folder, f"epoch-{max(epochs):04d}") if epochs else None
@@ -57,7 +58,7 @@ def save_checkpoint(folder, net, trainer, history):
         shutil.rmtree(staging, ignore_errors=True)
         raise write_error(final, err) from None
     for name in os.listdir(folder):  # older epochs and staging folders of interrupted saves
-        if name != os.path.basename(final):
+        if name.startswith(("epoch-", ".epoch-")) and name != os.path.basename(final):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
@@ -80,7 +81,8 @@ def prepare_output_dir(out, resume=False, overwrite=False):
 
     A folder holding anything already (a previous run?) is refused, so two runs never mix, unless
     `resume` (continue the run whose checkpoint is there) or `overwrite` (start afresh: the old
-    checkpoint is removed now, the old outputs are replaced as the new run writes them).
+    checkpoint is removed now, the old outputs are replaced as the new run writes them). A checkpoint
+    folder without a checkpoint (a run stopped in its first epoch) does not count.
     """
     checkpoints = os.path.join(out, CHECKPOINT_DIRNAME)
     try:
@@ -90,26 +92,29 @@ def prepare_output_dir(out, resume=False, overwrite=False):
         entries = os.listdir(out)
     except OSError as err:
         raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
-    if resume:
-        if latest_checkpoint(checkpoints) is None:
-            raise InputError(f"--resume: {checkpoints} holds no checkpoint to resume from")
-    elif overwrite:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    elif entries:
-        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+    has_checkpoint = latest_checkpoint(checkpoints) is not None
+    if resume and not has_checkpoint:
+        raise InputError(f"--resume: {checkpoints} holds no checkpoint to resume from")
+    previous = sorted(e for e in entries if has_checkpoint or e != CHECKPOINT_DIRNAME)
+    if previous and not (resume or overwrite):
+        shown = ", ".join(previous[:3]) + (", ..." if len(previous) > 3 else "")
         raise InputError(f"{out} already holds files ({shown}): pass --resume "
                          "to continue that run, --overwrite to replace it, or another --output-dir")
+    if not resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return checkpoints
 
 
 _RESUMABLE_CHANGES = ("resume", "overwrite", "num_workers", "devices")
 
 
-def record_config(path, config, resume=False):
-    """Save the run's settings as `path` when it starts; on resume, refuse settings that differ.
+def record_config(folder, config, resume=False):
+    """Save the run's settings in checkpoint `folder` as it starts; on resume, refuse settings that differ.
 
     Worker count and devices may change on resume; anything else would mix two runs in one model.
     """
+    path = os.path.join(folder, "config.json")
+    os.makedirs(folder, exist_ok=True)
     if resume:
         saved = read_json(path) or {}
         changed = [k for k in sorted(set(saved) | set(config)) if k not in _RESUMABLE_CHANGES
@@ -125,7 +130,7 @@ def interrupted_message(checkpoint_dir, argv):
     """What an interrupted run tells the user: what was kept and the command that resumes it."""
     path = latest_checkpoint(checkpoint_dir)
     if path is None:
-        return "stopped before the first epoch finished; nothing to resume: run again with --overwrite"
+        return "stopped before the first epoch finished; no checkpoint to resume from: run the command again"
     argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
     return (f"stopped; the last complete checkpoint is kept ({path}). "
             f"Resume with: python -m gluon_cifar.train {shlex.join(argv)}")

@@ -196,8 +196,8 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     labels = read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
     stamp = {"valid_ratio": valid_ratio, "num_labels": len(labels),
-             "num_train_files": len(os.listdir(os.path.join(data_dir, "train"))),
-             "num_test_files": len(os.listdir(os.path.join(data_dir, "test")))}
+             "num_train_files": len(list_images(os.path.join(data_dir, "train"))),
+             "num_test_files": len(list_images(os.path.join(data_dir, "test")))}
     if read_json(os.path.join(reorg_dir, _COMPLETE_MARKER)) == stamp:
         return reorg_dir
     partial = reorg_dir + ".partial"

@@ -262,9 +262,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # an import configured it
     seed_everything(args.seed)
     checkpoint_dir = prepare_output_dir(args.output_dir, args.resume, args.overwrite)
-    config = {k: v for k, v in vars(args).items() if k != "devices"}
-    record_config(os.path.join(args.output_dir, "config.json"),
-                  {**config, "devices": [str(d) for d in args.devices]}, args.resume)
 
     data_dir = args.data_dir or download_demo(args.cache_dir)
     reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
@@ -276,6 +273,9 @@ def main(argv=None):
     net.hybridize()
     train_split, valid_iter = ("train_valid", None) if args.final else ("train", loaders["valid"])
     soft_targets = make_soft_targets(len(datasets["train"].synsets), args.label_smoothing, args.mixup_alpha)
+    config = {k: v for k, v in vars(args).items() if k != "devices"}
+    config["devices"] = [str(d) for d in args.devices]
+    record_config(checkpoint_dir, config, args.resume)
     try:
         history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
                         args.lr_period, args.lr_decay, checkpoint_dir=checkpoint_dir, resume=args.resume,
@@ -285,6 +285,7 @@ def main(argv=None):
         raise KeyboardInterrupt(interrupted_message(checkpoint_dir, argv)) from None
 
     out = args.output_dir
+    write_json(os.path.join(out, "config.json"), config)
     write_json(os.path.join(out, "metrics.json"), history)
     plot_curves(history, os.path.join(out, "curves.png"))
     classes = datasets[train_split].synsets
