@@ -3,6 +3,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 ONNX_VENV := .venv-onnx
+BENCH_VENV := .venv-bench
+BENCH_ARGS ?=
 DATA_DIR ?=
 EPOCHS ?= 2
 
@@ -30,5 +32,16 @@ $(ONNX_VENV)/installed: examples/requirements-onnx.txt | $(VENV)/installed
 
 onnx-env: $(ONNX_VENV)/installed
 
+# The benchmark's PyTorch baseline runs in its own environment (.venv's Python, torch only); if torch
+# cannot be installed, the benchmark still runs and its PyTorch rows say so.
+$(BENCH_VENV)/installed: benchmarks/requirements-bench.txt | $(VENV)/installed
+	$(PY) -m venv --clear $(BENCH_VENV) && ($(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-bench.txt \
+	  || echo "warning: torch not installed in $(BENCH_VENV); the PyTorch rows will say so" >&2)
+	@touch $@
+
+# Chapter code and ours side by side (about 20 minutes on 2 cores); BENCH_ARGS=--quick for a smoke run.
+bench: $(VENV)/installed $(BENCH_VENV)/installed
+	$(PY) benchmarks/run.py --torch-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) $(ONNX_VENV) out
+	rm -rf $(VENV) $(ONNX_VENV) $(BENCH_VENV) out

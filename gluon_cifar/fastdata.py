@@ -5,7 +5,7 @@ image at a time on every epoch (~1,000 img/s here). This path decodes each split
 reorganised folders), then draws the chapter's crop parameters for a whole batch at once and resizes
 with OpenCV, which MXNet's `image.resize` wraps (pixel-identical for the same parameters):
 Resize(40) -> RandomResizedCrop(32, scale=(0.64, 1), ratio=1) -> RandomFlipLeftRight -> ToTensor ->
-Normalize. `chapter_crop_params` states the distribution; tests/test_speed_paths.py checks it against the
+Normalize. `crop_params` states the distribution; tests/test_speed_paths.py checks it against the
 chapter's transforms over many samples.
 """
 import os
@@ -65,13 +65,13 @@ def decoded_split(reorg_dir, split):
 
 # The chapter's augmentation, a batch at a time
 
-def chapter_crop_params(n, rng=onp.random):
+def crop_params(n, rng=onp.random, scale=CROP_SCALE):
     """Crop side, left, top and flip for `n` images, drawn as the chapter's transforms draw them.
 
-    `image.random_size_crop` on the 40x40 image: area U(0.64, 1) * 1600, side round(sqrt(area)) (half to
+    `image.random_size_crop` on the 40x40 image: area U(scale) * 1600, side round(sqrt(area)) (half to
     even, like Python's round), left and top uniform integers in [0, 40 - side]; flip with probability 1/2.
     """
-    side = onp.rint(onp.sqrt(rng.uniform(*CROP_SCALE, size=n) * RESIZE * RESIZE)).astype(int)
+    side = onp.rint(onp.sqrt(rng.uniform(*scale, size=n) * RESIZE * RESIZE)).astype(int)
     left = (rng.uniform(size=n) * (RESIZE - side + 1)).astype(int)
     top = (rng.uniform(size=n) * (RESIZE - side + 1)).astype(int)
     flip = rng.uniform(size=n) < 0.5
@@ -79,7 +79,7 @@ def chapter_crop_params(n, rng=onp.random):
 
 
 def augment(images, params):
-    """Apply crop parameters from `chapter_crop_params` to uint8 NHWC 32x32 `images`; uint8 NHWC out."""
+    """Apply crop parameters from `crop_params` to uint8 NHWC 32x32 `images`; uint8 NHWC out."""
     out = onp.empty_like(images)
     size = IMAGE_SHAPE[:2]
     for i, (img, side, left, top, flip) in enumerate(zip(images, *params)):
@@ -144,7 +144,7 @@ class FastLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.images[idx]
-            yield (augment(x, chapter_crop_params(len(idx))) if self.augment else x), self.labels[idx]
+            yield (augment(x, crop_params(len(idx))) if self.augment else x), self.labels[idx]
 
     def __iter__(self):
         order = onp.random.permutation(len(self.images)) if self.shuffle else onp.arange(len(self.images))

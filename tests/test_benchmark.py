@@ -1,0 +1,41 @@
+"""`benchmarks/run.py --quick` runs the whole benchmark end to end on the demo set and reports every row.
+
+Only that it runs and what it reports is checked here; its numbers mean nothing at this size and no
+timing is asserted (speed claims come from the full run, side by side)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REFERENCE_PARAMS, TINY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("reorg, first run", "reorg, re-run", "input pipeline", "vs MXNet as the chapter runs it",
+          "vs the chapter on every core", "vs PyTorch eager", "fused FP32", "INT8 (", "INT8 vs PyTorch",
+          "300,000-image prediction", "INT8 agreement", "INT8 accuracy change")
+
+
+def test_quick_benchmark_prints_and_saves_every_row(tmp_path):
+    if not (os.path.isdir(TINY) and os.path.isfile(REFERENCE_PARAMS)):
+        pytest.skip("../shared (demo set and reference model) is not present")
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--quick",
+                             "--work-dir", str(tmp_path / "work"), "--output", str(out),
+                             "--torch-python", str(tmp_path / "no-torch" / "python")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")][2:]
+    assert len(table) == len(STAGES)
+    for line, stage in zip(table, STAGES):
+        assert stage in line, line
+    assert "PyTorch eager: missing (no benchmark environment with torch" in result.stdout
+    assert "machine: cpu " in result.stdout and "mxnet 1.9.1" in result.stdout
+
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick" and len(report["rows"]) == len(STAGES)
+    timed = [r for r in report["rows"] if "ours" in r]
+    for r in timed:
+        assert r["ours"]["median"] > 0 and r["ours"]["min"] <= r["ours"]["median"] <= r["ours"]["max"]
+    assert all(r["ratio"] > 0 for r in timed if "median" in r["baseline"])
