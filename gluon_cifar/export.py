@@ -17,7 +17,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, write_error, write_json
 from .errors import InputError, report_input_errors
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
@@ -37,7 +37,10 @@ def export_model(net, prefix, classes):
     folder = os.path.dirname(os.path.abspath(prefix))
     staging = tempfile.mkdtemp(dir=folder, prefix=".export.")
     try:
-        net.export(os.path.join(staging, "model"))
+        try:
+            net.export(os.path.join(staging, "model"))
+        except mx.base.MXNetError as err:  # how MXNet reports a full disk
+            raise write_error(exported_files(prefix)["params"], err) from None
         staged = exported_files(os.path.join(staging, "model"))
         for role, path in exported_files(prefix).items():
             if role == "classes":

@@ -242,3 +242,28 @@ def test_train_on_a_full_disk_keeps_the_previous_run(kaggle_dir):
     after = snapshot(out)
     assert {name: after[name] for name in PREVIOUS_RUN} == before
     assert [n for n in os.listdir(os.path.join(out, "checkpoint")) if "epoch" in n] == []  # no half checkpoint
+
+
+def test_export_on_a_full_disk_keeps_the_previous_model(exported, tmp_path):
+    prefix = str(tmp_path / "model")
+    for suffix in ("-symbol.json", "-0000.params", "-classes.json"):
+        shutil.copy(exported + suffix, prefix + suffix)
+    before = snapshot(tmp_path)
+    script = f"""
+import resource
+import mxnet as mx
+from gluon_cifar.errors import InputError
+from gluon_cifar.export import export_model
+from gluon_cifar.model import get_net
+net = get_net([mx.cpu()], num_classes=3)
+net.hybridize()
+net(mx.np.zeros((1, 3, 32, 32)))
+resource.setrlimit(resource.RLIMIT_FSIZE, ({1 << 20}, {1 << 20}))
+try:
+    export_model(net, {prefix!r}, ["airplane", "automobile", "bird"])
+except InputError as err:
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert result.stdout.startswith(f"cannot write {prefix}-0000.params"), result.stdout + result.stderr
+    assert snapshot(tmp_path) == before  # the previous export, and no staging folder left

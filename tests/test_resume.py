@@ -15,7 +15,7 @@ import numpy as onp
 import psutil
 import pytest
 
-from clitools import command, run, snapshot
+from clitools import assert_one_error_line, command, run, snapshot
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar.checkpoint import latest_checkpoint
 from gluon_cifar.data import reorg_cifar10_data
@@ -78,6 +78,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
                                  for folder in (out, tmp_path / "straight"))
     assert [[h[k] for k in keys] for h in history] == [[h[k] for k in keys] for h in expected_history]
     assert [h["epoch"] for h in history] == [1, 2]
+
+    kept = snapshot(out)
+    changed = run("train", *train_args(odd_kaggle_dir, out, "--resume", "--lr", "0.5"))
+    assert_one_error_line(changed, "--resume continues the run as it was started", "--lr was 0.02 and is now 0.5")
+    assert snapshot(out) == kept
 
 
 def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_kaggle_dir, tmp_path):
