@@ -42,7 +42,11 @@ def list_images(folder):
 
 
 def preprocess(path):
-    """32x32 RGB image -> float32 CHW in [0, 1] (ToTensor) -> (x - mean) / std (Normalize)."""
+    """32x32 RGB image -> float32 CHW in [0, 1] (ToTensor) -> (x - mean) / std (Normalize).
+
+    Images of another size are resized bilinearly by Pillow, which differs slightly from MXNet's
+    resize in `gluon_cifar.predict`; 32x32 images (all of CIFAR-10) are used exactly as they are.
+    """
     try:
         img = Image.open(path).convert("RGB")
     except OSError:
