@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 
 import numpy as onp
 from mxnet.base import MXNetError
@@ -87,8 +88,8 @@ def prepare_output_dir(out, resume=False, overwrite=False):
     checkpoints = os.path.join(out, CHECKPOINT_DIRNAME)
     try:
         os.makedirs(out, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(13, "Permission denied")
+        with tempfile.TemporaryFile(dir=out):
+            pass  # a write probe: no permission, a read-only mount, ... fail here, not after training
         entries = os.listdir(out)
     except OSError as err:
         raise InputError(f"cannot write to {out}: {err.strerror or err}") from None

@@ -267,3 +267,30 @@ except InputError as err:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert result.stdout.startswith(f"cannot write {prefix}-0000.params"), result.stdout + result.stderr
     assert snapshot(tmp_path) == before  # the previous export, and no staging folder left
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """An existing folder no write can go into: read-only permissions, or for root (whom permissions do
+    not stop) a read-only tmpfs mounted there."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield str(folder)
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]).returncode != 0:
+        pytest.skip("running as root without the right to mount: cannot make a folder root may not write")
+    try:
+        yield str(folder)
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_train_refuses_an_output_folder_it_cannot_write_before_any_work(kaggle_dir, unwritable_folder):
+    before = snapshot(kaggle_dir)
+    result = run("train", *train_argv(kaggle_dir, ["--output-dir", unwritable_folder]))
+    assert_one_error_line(result, f"cannot write to {unwritable_folder}")
+    assert snapshot(kaggle_dir) == before
+    assert not os.path.exists(os.path.join(kaggle_dir, "train_valid_test.partial"))  # refused before the reorg

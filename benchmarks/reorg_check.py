@@ -1,0 +1,70 @@
+"""What the reorganisation's decode check costs: `python benchmarks/reorg_check.py DATA_DIR [--repeats N]`.
+
+Side by side on the same Kaggle-layout folder (read only): the whole first-run `reorg_cifar10_data`
+(listing, the decode check of every training and test image, hard links) into a fresh temporary folder,
+and the decode check alone (`data.image_size` over the same files). Prints median [min-max] of each, the
+check's share of the reorganisation, the machine and the library versions.
+"""
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import PIL
+
+import gluon_cifar
+from gluon_cifar.data import image_size, list_images, reorg_cifar10_data
+
+
+def timed(fn, repeats):
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def summary(seconds):
+    return f"{statistics.median(seconds):7.2f} s [{min(seconds):.2f}-{max(seconds):.2f}]"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", help="Kaggle-layout folder with train/, test/, trainLabels.csv")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work-dir", default=tempfile.gettempdir(),
+                        help="where the temporary reorganisations go (same filesystem: hard links)")
+    args = parser.parse_args()
+    files = [path for split in ("train", "test") for _, path in list_images(os.path.join(args.data_dir, split))]
+
+    def reorg():
+        target = tempfile.mkdtemp(dir=args.work_dir, prefix="reorg_check.")
+        try:
+            reorg_cifar10_data(args.data_dir, 0.1, os.path.join(target, "train_valid_test"))
+        finally:
+            shutil.rmtree(target)
+
+    def check():
+        for path in files:
+            image_size(path)
+
+    check()  # warm the page cache so both rows read from memory
+    rows = {"reorg (first run, check included)": timed(reorg, args.repeats),
+            "decode check alone": timed(check, args.repeats)}
+    print(f"{len(files)} images in {args.data_dir}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores; Python {platform.python_version()}, Pillow {PIL.__version__}, "
+          f"gluon_cifar {gluon_cifar.__version__}")
+    for name, seconds in rows.items():
+        print(f"{name:36s} {summary(seconds)}")
+    share = statistics.median(rows["decode check alone"]) / statistics.median(rows["reorg (first run, check included)"])
+    print(f"check / reorg: {share:.2f}; per image: "
+          f"{1e6 * statistics.median(rows['decode check alone']) / len(files):.0f} us")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
