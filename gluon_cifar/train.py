@@ -20,6 +20,8 @@ from .checkpoint import (epoch_seed, interrupted_message, load_checkpoint, prepa
                          save_checkpoint)
 from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, download_demo, load_datasets, make_loaders,
                    make_train_transform, reorg_cifar10_data)
+from .distributed import (KVSTORES, average_across_workers, create_kvstore, default_kvstore, is_distributed,
+                          job_epoch_stats, one_worker_at_a_time, rank_and_size, trainer_options, worker_shards)
 from .errors import InputError, report_input_errors
 from .export import export_model
 from .model import get_net
@@ -105,14 +107,16 @@ def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_
 
 def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, lr_decay,
           checkpoint_dir=None, on_epoch_end=None, resume=False, seed=None, lr_schedule="step",
-          warmup_frac=0.0, soft_targets=None):
+          warmup_frac=0.0, soft_targets=None, kvstore="device"):
     """The chapter's training: SGD with momentum 0.9 and weight decay, step-decayed learning rate.
 
     Recipes beyond the chapter's (gluon_cifar.recipes): `lr_schedule` names the LRScheduler ('step' is
     the chapter's; 'cosine' and 'onecycle' decay from lr to 0) with `warmup_frac` of the updates
     warming up; `soft_targets` (a SoftTargets) trains on label-smoothed or mixed-up targets.
 
-    Each batch is split across `devices`. `valid_iter` may be None (the final fit on train_valid).
+    Each batch is split across `devices`, whose gradients `kvstore` reduces (gluon_cifar.distributed: a
+    name, or a dist KVStore whose servers add up the workers' gradients and update the weights).
+    `valid_iter` may be None (the final fit on train_valid).
     Returns the per-epoch history; with `checkpoint_dir`, the training state is checkpointed there
     after every epoch and `resume` continues from the last checkpoint; with `seed`, each epoch reseeds
     the generators (see gluon_cifar.checkpoint), so a resumed run draws what an uninterrupted one
@@ -123,7 +127,7 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
             raise InputError(f"the batch size is larger than the {split} set: no full batch of it")
     scheduler = make_scheduler(lr_schedule, lr, num_epochs, len(train_iter), lr_period, lr_decay, warmup_frac)
     trainer = gluon.Trainer(net.collect_params(), "sgd",  # the schedule alone sets the learning rate
-                            {"momentum": 0.9, "wd": wd, "lr_scheduler": scheduler})
+                            {"momentum": 0.9, "wd": wd, "lr_scheduler": scheduler}, **trainer_options(kvstore))
     loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
     history = load_checkpoint(checkpoint_dir, net, trainer) if resume else []
     for epoch in range(len(history) + 1, num_epochs + 1):
@@ -131,6 +135,7 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
             seed_everything(epoch_seed(seed, epoch))
         stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}",
                                 soft_targets)
+        stats = job_epoch_stats(kvstore, trainer, stats, epoch * len(train_iter))
         stats.update(epoch=epoch, lr=trainer.learning_rate)
         if valid_iter is not None:
             stats["valid_acc"] = evaluate_accuracy(net, valid_iter, devices)
@@ -143,20 +148,24 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
             save_checkpoint(checkpoint_dir, net, trainer, history)
         if on_epoch_end:
             on_epoch_end(stats)
-    average_batchnorm_stats(net)
+    average_batchnorm_stats(net, kvstore)
     return history
 
 
-def average_batchnorm_stats(net):
-    """Give every device the mean of the devices' BatchNorm running statistics.
+def average_batchnorm_stats(net, kvstore=None):
+    """Give every device (and, with a dist `kvstore`, every worker) the mean of their BatchNorm running statistics.
 
     Each device updates its own running mean/variance from its own shards; `export` writes their
-    average, so the in-memory net gets the same average and both predict alike.
+    average, so the in-memory net gets the same average and both predict alike. In a dist job the devices'
+    means are averaged over the workers by the servers (after the last update), so rank 0 exports the job's.
     """
-    for param in net.collect_params(".*running_(mean|var)").values():
-        shards = param.list_data()
-        if len(shards) > 1:
-            param.set_data(sum(s.copyto(mx.cpu()) for s in shards) / len(shards))
+    params = list(net.collect_params(".*running_(mean|var)").values())
+    means = [sum(s.copyto(mx.cpu()) for s in p.list_data()) / len(p.list_data()) for p in params]
+    if is_distributed(kvstore):
+        means = average_across_workers(kvstore, means, first_key=len(net.collect_params().keys()))
+    for param, mean in zip(params, means):
+        for data in param.list_data():  # in place: set_data would reset the Trainer's (dist) kvstore
+            data[:] = mean.as_in_ctx(data.ctx)
 
 
 def plot_curves(history, path):
@@ -199,6 +208,16 @@ def build_parser():
     run.add_argument("--devices", type=parse_devices, default=None,
                      help="cpu, cpu:N (N CPU contexts), gpu (all) or gpu:0,1; default: all GPUs, else cpu")
     run.add_argument("--seed", type=int, default=0, help="makes CPU runs repeatable")
+    run.add_argument("--kvstore", choices=KVSTORES, default=None,
+                     help="gradient reduction: local (on the CPU; default unless several GPUs), device (on the "
+                          "GPUs), dist_sync or dist_device_sync (many machines: start with gluon_cifar.launch, "
+                          "--batch-size is per worker)")
+    run.add_argument("--save-worker-params", metavar="DIR",
+                     help="every worker also saves its final parameters as DIR/worker-<rank>.params, "
+                          "to check that the replicas agree")
+    run.add_argument("--amp", action="store_true",
+                     help="mixed precision: refused with the reason (MXNet 1.9.1's AMP leaves NumPy-mode "
+                          "Gluon in float32)")
     run.add_argument("--final", action="store_true",
                      help="the chapter's last step: train on train_valid (no validation) for the submission")
     run.add_argument("--output-dir", default="out")
@@ -251,6 +270,12 @@ def check_arguments(args):
             raise InputError(f"--{name.replace('_', '-')} must be at least 0 and below 1")
     if args.mixup_alpha < 0:
         raise InputError("--mixup-alpha must be at least 0")
+    if args.amp:
+        raise InputError("--amp: MXNet 1.9.1's AMP casts only legacy mx.nd/mx.sym operators; this package runs "
+                         "Gluon in NumPy mode (as the chapter does), which AMP leaves in float32 on GPU (float16) "
+                         "and CPU (bfloat16) alike, so it refuses rather than silently train in float32")
+    if args.resume and args.kvstore and args.kvstore.startswith("dist"):
+        raise InputError("--resume is not supported with a dist kvstore yet: start the job afresh")
 
 
 @report_input_errors
@@ -260,14 +285,18 @@ def main(argv=None):
     args.devices = args.devices or default_devices()
     check_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # an import configured it
-    seed_everything(args.seed)
-    checkpoint_dir = prepare_output_dir(args.output_dir, args.resume, args.overwrite)
+    seed_everything(args.seed)  # the same on every worker: the same initial parameters
+    args.kvstore = args.kvstore or default_kvstore(args.devices)
+    kvstore = create_kvstore(args.kvstore)
+    rank, workers = rank_and_size(kvstore)
+    checkpoint_dir = prepare_output_dir(args.output_dir, args.resume, args.overwrite) if rank == 0 else None
 
-    data_dir = args.data_dir or download_demo(args.cache_dir)
-    reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
+    with one_worker_at_a_time(kvstore, os.path.expanduser(args.cache_dir)):
+        data_dir = args.data_dir or download_demo(args.cache_dir)
+        reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
     datasets = load_datasets(reorg_dir)
-    loaders = make_loaders(datasets, args.batch_size, make_train_transform(args.augment, args.cutout),
-                           args.num_workers)
+    loaders = make_loaders(worker_shards(datasets, rank, workers), args.batch_size,
+                           make_train_transform(args.augment, args.cutout), args.num_workers)
 
     net = get_net(args.devices, num_classes=len(datasets["train"].synsets))
     net.hybridize()
@@ -275,14 +304,27 @@ def main(argv=None):
     soft_targets = make_soft_targets(len(datasets["train"].synsets), args.label_smoothing, args.mixup_alpha)
     config = {k: v for k, v in vars(args).items() if k != "devices"}
     config["devices"] = [str(d) for d in args.devices]
-    record_config(checkpoint_dir, config, args.resume)
+    if rank == 0:
+        record_config(checkpoint_dir, config, args.resume)
+    if rank == 0 and workers > 1:
+        log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
+                 "learning rate is scaled linearly with the workers: effective %g", args.kvstore, workers,
+                 args.batch_size, workers * args.batch_size, workers * args.lr)
     try:
         history = train(net, loaders[train_split], valid_iter, args.epochs, args.lr, args.wd, args.devices,
-                        args.lr_period, args.lr_decay, checkpoint_dir=checkpoint_dir, resume=args.resume,
+                        args.lr_period, args.lr_decay, resume=args.resume,
+                        # in a dist job the optimizer state lives on the servers: no checkpoints
+                        checkpoint_dir=None if is_distributed(kvstore) else checkpoint_dir,
                         seed=args.seed, lr_schedule=args.lr_schedule, warmup_frac=args.warmup_frac,
-                        soft_targets=soft_targets)
+                        soft_targets=soft_targets, kvstore=kvstore)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(interrupted_message(checkpoint_dir, argv)) from None
+    if args.save_worker_params:
+        os.makedirs(args.save_worker_params, exist_ok=True)
+        with atomic_path(os.path.join(args.save_worker_params, f"worker-{rank}.params")) as tmp:
+            net.save_parameters(tmp)
+    if rank != 0:
+        return  # rank 0 writes the job's outputs
 
     out = args.output_dir
     write_json(os.path.join(out, "config.json"), config)

@@ -1,0 +1,257 @@
+"""Start a distributed training job: MXNet's scheduler, parameter servers and workers.
+
+    python -m gluon_cifar.launch -n 2 -s 1 -- --data-dir DIR --epochs 20 --output-dir out
+    python -m gluon_cifar.launch -n 4 -s 2 --hostfile hosts -- --data-dir DIR --devices gpu ...
+
+Every process gets the DMLC_* environment variables through which MXNet's dist kvstore finds the
+others (MXNet's own tools/launch.py needs the dmlc-core tracker, which its wheel does not ship).
+Without a host file everything runs on 127.0.0.1; with one, servers and workers are spread over its
+hosts round-robin and started over ssh, and the scheduler runs here. Workers run the training
+command's `main` with the training arguments (plus `--kvstore dist_sync` unless they name a dist
+kvstore) through `run_worker`; servers and the scheduler run `python -c "import mxnet"`, which serves
+until the workers finish. Output is relayed line by line, prefixed with the process's name.
+
+If any process fails or dies, or the job outlives --timeout, the launcher says which, stops the
+others (SIGTERM, SIGKILL after --grace seconds) and exits with status 1: a worker waiting for a dead
+one would otherwise wait forever. All processes are ended when the launcher ends.
+"""
+import argparse
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from .errors import InputError, report_input_errors
+
+WORKER_ENTRY = "import sys; from gluon_cifar.launch import run_worker; run_worker(sys.argv[1:])"
+
+
+def run_worker(argv):
+    """A worker: `python -m gluon_cifar.train` with `argv`, leaving at once if it fails.
+
+    A worker that fails would otherwise wait forever at MXNet's exit barrier for the others, which
+    wait for it in their next gradient exchange; its exit lets the launcher stop the job.
+    """
+    from .train import main
+    try:
+        main(argv)
+        return
+    except SystemExit as stop:  # an InputError, already reported on stderr
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def parse_hostfile(path):
+    """Host names of `path`, one a line; blank lines and # comments are skipped."""
+    try:
+        with open(path) as f:
+            hosts = [line.split("#")[0].strip() for line in f]
+    except OSError as err:
+        raise InputError(f"{path}: cannot read host file ({err.strerror})") from None
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        raise InputError(f"{path}: no hosts in the host file")
+    return hosts
+
+
+def free_port():
+    """A TCP port nobody listens on right now (for the local scheduler)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def address_towards(host):
+    """This machine's address on the route to `host` (a UDP 'connect' sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 22))
+        except OSError as err:
+            raise InputError(f"cannot find a route to {host}: {err.strerror or err}") from None
+        return s.getsockname()[0]
+
+
+def training_command(train_args):
+    """The workers' arguments: the user's, with `--kvstore dist_sync` unless they chose a dist kvstore."""
+    for i, arg in enumerate(train_args):
+        kind = arg.split("=", 1)[1] if arg.startswith("--kvstore=") else (
+            train_args[i + 1] if arg == "--kvstore" and i + 1 < len(train_args) else None)
+        if kind is not None:
+            if not kind.startswith("dist"):
+                raise InputError(f"--kvstore {kind} is for one process; the launcher needs dist_sync or "
+                                 "dist_device_sync (the default)")
+            return list(train_args)
+    return list(train_args) + ["--kvstore", "dist_sync"]
+
+
+def plan(num_workers, num_servers, hosts, scheduler_host, port, train_args, python):
+    """[(name, host or None for here, environment, argv)] for the scheduler, the servers and the workers."""
+    base = {"DMLC_PS_ROOT_URI": scheduler_host, "DMLC_PS_ROOT_PORT": str(port),
+            "DMLC_NUM_SERVER": str(num_servers), "DMLC_NUM_WORKER": str(num_workers),
+            "PYTHONUNBUFFERED": "1"}
+    if hosts is None:  # ps-lite on loopback needs both, or it picks another interface
+        base.update(DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
+        if "OMP_NUM_THREADS" not in os.environ:  # share this machine's cores among the local workers
+            base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
+    for name in ("DMLC_INTERFACE", "OMP_NUM_THREADS"):  # the user's choice wins, and travels over ssh
+        if name in os.environ:
+            base[name] = os.environ[name]
+    serve = [python, "-c", "import mxnet"]
+    train = [python, "-c", WORKER_ENTRY] + training_command(train_args)
+    procs = [("scheduler", None, {**base, "DMLC_ROLE": "scheduler"}, serve)]
+    procs += [(f"server {i}", hosts and hosts[i % len(hosts)], {**base, "DMLC_ROLE": "server"}, serve)
+              for i in range(num_servers)]
+    procs += [(f"worker {i}", hosts and hosts[i % len(hosts)], {**base, "DMLC_ROLE": "worker"}, train)
+              for i in range(num_workers)]
+    return procs
+
+
+def start(name, host, env, argv, ssh, events):
+    """Start one process in its own process group; a thread relays its output and reports its end."""
+    if host is None:
+        full_env = {k: v for k, v in os.environ.items() if k != "PORT"}  # ps-lite binds every node to $PORT
+        proc = subprocess.Popen(argv, env={**full_env, **env}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    else:  # -tt: the remote process gets SIGHUP when this ssh ends
+        remote = (f"cd {shlex.quote(os.getcwd())} && unset PORT && env "
+                  + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(argv))
+        proc = subprocess.Popen(shlex.split(ssh) + ["-tt", "-o", "BatchMode=yes", host, remote],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def relay():
+        for line in iter(proc.stdout.readline, b""):
+            sys.stdout.write(f"[{name}] {line.decode(errors='replace').rstrip()}\n")
+            sys.stdout.flush()
+        events.put((name, proc.wait()))
+
+    threading.Thread(target=relay, daemon=True).start()
+    print(f"started {name} (pid {proc.pid}) on {host or '127.0.0.1'}", flush=True)
+    return proc
+
+
+def describe(status):
+    if status < 0:
+        return f"was killed by signal {signal.Signals(-status).name}"
+    return f"exited with status {status}"
+
+
+def stop(procs, grace, politely=True):
+    """End every process still running: SIGTERM (unless not `politely`: then they are given `grace`
+    seconds to end by themselves), SIGKILL what is left after `grace` seconds; reap them all."""
+    def signal_all(sig):
+        for proc in procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+    if politely:
+        signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    signal_all(signal.SIGKILL)
+    for proc in procs.values():
+        proc.wait()
+
+
+def supervise(procs, events, timeout, grace):
+    """Wait for the job; return None when every worker succeeded, else why it failed.
+
+    A server or the scheduler ending cleanly is normal once the workers are ending (their exits can
+    be seen in any order); the workers then get `grace` seconds to report before it counts as a failure.
+    """
+    workers_left = {name for name in procs if name.startswith("worker")}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ended_service = None
+    while workers_left:
+        try:
+            name, status = events.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            if ended_service:
+                return f"{ended_service} ended but {', '.join(sorted(workers_left))} did not finish"
+            return f"the job did not finish within --timeout {timeout:g} s"
+        if status != 0:
+            return f"{name} (pid {procs[name].pid}) {describe(status)}"
+        if name in workers_left:
+            workers_left.discard(name)
+        elif ended_service is None:
+            ended_service = name
+            deadline = min(deadline or float("inf"), time.monotonic() + grace)
+    return None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m gluon_cifar.launch",
+        usage="python -m gluon_cifar.launch -n WORKERS [-s SERVERS] [--hostfile FILE] -- <training arguments>",
+        description="Run python -m gluon_cifar.train as a distributed job (MXNet's dist kvstore): a scheduler, "
+                    "parameter servers and workers, here or on the hosts of a host file over ssh.")
+    parser.add_argument("-n", "--num-workers", type=int, required=True, help="worker processes")
+    parser.add_argument("-s", "--num-servers", type=int, default=1, help="parameter-server processes")
+    parser.add_argument("-H", "--hostfile",
+                        help="one host a line: servers and workers go to them round-robin over ssh (the "
+                             "same Python environment, working directory and data path on every host)")
+    parser.add_argument("--scheduler-host",
+                        help="address the hosts reach this machine by (default: the one on the route to the "
+                             "first host; 127.0.0.1 without a host file)")
+    parser.add_argument("--port", type=int, help="the scheduler's port (default: a free one)")
+    parser.add_argument("--python", default=sys.executable, help="Python on the hosts (default: this one)")
+    parser.add_argument("--ssh", default="ssh", help="ssh command, e.g. 'ssh -p 2222'")
+    parser.add_argument("--timeout", type=float, help="stop the job after this many seconds (default: never)")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds the processes get to end after SIGTERM before SIGKILL")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the training arguments")
+    return parser
+
+
+@report_input_errors
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    if args.num_workers < 1 or args.num_servers < 1:
+        raise InputError("a job needs at least one worker (-n) and one server (-s)")
+    hosts = parse_hostfile(args.hostfile) if args.hostfile else None
+    scheduler_host = args.scheduler_host or (address_towards(hosts[0]) if hosts else "127.0.0.1")
+    layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, args.port or free_port(),
+                  train_args, args.python)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed launcher still ends its job
+    events = queue.Queue()
+    procs = {}
+    failure = None
+    try:
+        for name, host, env, command in layout:
+            procs[name] = start(name, host, env, command, args.ssh, events)
+        failure = supervise(procs, events, args.timeout, args.grace)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        running = [name for name, proc in procs.items() if proc.poll() is None]
+        if failure:
+            print(f"error: {failure}; stopping the other {len(running)} process(es)"
+                  f"{': ' + ', '.join(running) if running else ''} (SIGKILL after {args.grace:g} s)",
+                  file=sys.stderr, flush=True)
+        # After the workers' success the servers and the scheduler end by themselves.
+        stop(procs, args.grace, politely=failure is not None)
+    if failure:
+        sys.exit(130 if failure == "interrupted" else 1)
+    print(f"all {args.num_workers} worker(s) finished", flush=True)
+
+if __name__ == "__main__":
+    main()
