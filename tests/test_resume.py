@@ -12,12 +12,13 @@ import time
 
 import mxnet as mx
 import numpy as onp
+from mxnet import autograd, gluon
 import psutil
 import pytest
 
 from clitools import assert_one_error_line, command, run, snapshot
 from conftest import make_kaggle_dir, write_png
-from gluon_cifar.checkpoint import latest_checkpoint
+from gluon_cifar.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gluon_cifar.data import reorg_cifar10_data
 
 
@@ -115,6 +116,33 @@ def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_ka
     assert f"{epochs_done} epoch(s) done" in resumed.stderr
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3]
     assert (out / "submission.csv").is_file()
+
+
+def test_a_checkpoint_is_complete_or_absent(tmp_path):
+    """A save cut short leaves only a hidden staging folder: never loaded, removed by the next save."""
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(2))
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9})
+    with autograd.record():
+        loss = (net(mx.np.ones((4, 3))) ** 2).sum()
+    loss.backward()
+    trainer.step(4)
+    folder = str(tmp_path / "checkpoint")
+    save_checkpoint(folder, net, trainer, [{"epoch": 1}])
+    saved = net[0].weight.data().asnumpy()
+    staging = os.path.join(folder, ".epoch-0002.partial")
+    os.makedirs(staging)
+    with open(os.path.join(folder, "epoch-0001", "net.params"), "rb") as f:
+        half = f.read()[:100]
+    with open(os.path.join(staging, "net.params"), "wb") as f:
+        f.write(half)
+    net[0].weight.set_data(mx.np.zeros_like(net[0].weight.data()))
+
+    assert load_checkpoint(folder, net, trainer) == [{"epoch": 1}]
+    onp.testing.assert_array_equal(net[0].weight.data().asnumpy(), saved)
+    save_checkpoint(folder, net, trainer, [{"epoch": 1}, {"epoch": 2}])
+    assert os.listdir(folder) == ["epoch-0002"]
 
 
 def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
