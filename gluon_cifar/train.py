@@ -270,6 +270,7 @@ def check_arguments(args):
             raise InputError(f"--{name.replace('_', '-')} must be at least 0 and below 1")
     if args.mixup_alpha < 0:
         raise InputError("--mixup-alpha must be at least 0")
+    make_train_transform(args.augment, args.cutout)  # refuses a bad --cutout before any work
     if args.amp:
         raise InputError("--amp: MXNet 1.9.1's AMP casts only legacy mx.nd/mx.sym operators; this package runs "
                          "Gluon in NumPy mode (as the chapter does), which AMP leaves in float32 on GPU (float16) "

@@ -199,14 +199,18 @@ def test_recipe_presets_and_explicit_flags_override_them():
             chapter.tta, chapter.warmup_frac, chapter.epochs) == ("chapter", "step", 0.02, 0.0, 0.0, "none", 0.0, 20)
 
 
-@pytest.mark.parametrize("flag,value", [("--label-smoothing", "1"), ("--warmup-frac", "-0.1"),
-                                        ("--mixup-alpha", "-1")])
-def test_bad_recipe_values_are_one_line_errors(flag, value, tmp_path, capsys):
+@pytest.mark.parametrize("flags,message", [(["--label-smoothing", "1"], "--label-smoothing"),
+                                           (["--warmup-frac", "-0.1"], "--warmup-frac"),
+                                           (["--mixup-alpha", "-1"], "--mixup-alpha"),
+                                           (["--cutout", "8"], "padcrop"),
+                                           (["--augment", "padcrop", "--cutout", "32"], "cutout")])
+def test_bad_recipe_values_are_one_line_errors_before_any_work(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--data-dir", str(tmp_path), flag, value, "--output-dir", str(tmp_path / "out")])
+        train.main(["--data-dir", str(tmp_path), *flags, "--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and flag in err and err.count("\n") == 1
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_strong_recipe_end_to_end_through_the_cli(tmp_path):
