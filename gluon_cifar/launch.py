@@ -90,8 +90,8 @@ def training_command(train_args):
             train_args[i + 1] if arg == "--kvstore" and i + 1 < len(train_args) else None)
         if kind is not None:
             if not kind.startswith("dist"):
-                raise InputError(f"--kvstore {kind} is for one process; the launcher needs dist_sync or "
-                                 "dist_device_sync (the default)")
+                raise InputError(f"--kvstore {kind} is for one process; the launcher needs dist_sync (the default) or "
+                                 "dist_device_sync")
             return list(train_args)
     return list(train_args) + ["--kvstore", "dist_sync"]
 

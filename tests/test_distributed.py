@@ -114,6 +114,7 @@ def test_dist_sync_job_two_workers_agree_and_rank0_writes_once(job_dir):
     running = [v for k, v in replicas[0].items() if "running" in k]
     aux = [v for k, v in exported.items() if k.startswith("aux:")]
     assert len(running) == len(aux) > 0
+    assert all(float(abs(v).sum()) > 0 for k, v in replicas[0].items() if "running_mean" in k)  # trained, not zeros
     for ours, theirs in zip(running, aux):
         onp.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
 
@@ -125,7 +126,42 @@ def test_dist_sync_job_two_workers_agree_and_rank0_writes_once(job_dir):
                for folder, _, names in os.walk(job_dir) for name in names]
     assert sum(name.endswith("submission.csv") for name in written) == 1
     assert sum(name.endswith("metrics.json") for name in written) == 1
-    assert sorted(os.listdir(job_dir)) == ["cache", "kaggle", "out", "replicas"]
+    assert sorted(os.listdir(job_dir)) == ["cache", "kaggle", "out", "replicas"]  # no rank 1 outputs
+
+
+STAND_IN_SSH = """#!/bin/sh
+# ssh for one machine: drop the options and the host name, run the remote command here
+while [ "$1" = "-tt" ] || [ "$1" = "-o" ]; do
+    if [ "$1" = "-o" ]; then shift; fi
+    shift
+done
+shift
+exec sh -c "$1"
+"""
+
+
+def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_path):
+    """The host-file path with a stand-in for ssh that runs the remote command on this machine."""
+    ssh = tmp_path / "ssh"
+    ssh.write_text(STAND_IN_SSH)
+    ssh.chmod(0o755)
+    (tmp_path / "hosts").write_text("# two names for this machine\nlocalhost\n127.0.0.1\n")
+    result = subprocess.run(
+        launch("-s", 1, "--hostfile", tmp_path / "hosts", "--ssh", ssh, "--scheduler-host", "127.0.0.1",
+               train_args=["--epochs", 1, "--output-dir", "out-hosts", "--kvstore", "dist_device_sync",
+                           "--devices", "cpu:2", "--save-worker-params", "replicas-hosts"]),
+        cwd=job_dir, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60,
+        env={**os.environ, "DMLC_INTERFACE": "lo"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = pids(result.stdout)
+    for name, host in (("server 0", "localhost"), ("worker 0", "localhost"), ("worker 1", "127.0.0.1")):
+        assert f"started {name} (pid {started[name]}) on {host}" in result.stdout  # round-robin
+    assert_ended(started)
+    mx.npx.set_np()
+    replicas = [mx.npx.load(str(job_dir / "replicas-hosts" / f"worker-{rank}.params")) for rank in (0, 1)]
+    for name in replicas[0]:
+        onp.testing.assert_array_equal(replicas[0][name].asnumpy(), replicas[1][name].asnumpy(), err_msg=name)
+    assert os.path.isfile(job_dir / "out-hosts" / "submission.csv")
 
 
 def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
@@ -178,3 +214,13 @@ def test_why_amp_is_refused_mxnet_amp_leaves_numpy_mode_gluon_in_float32():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["float32", "0"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-n", 2, "--", "--kvstore", "local"], "--kvstore local is for one process"),
+    (["-n", 2, "--hostfile", "no-such-hosts", "--"], "no-such-hosts: cannot read host file"),
+])
+def test_launcher_refuses_bad_arguments_before_starting_anything(tmp_path, args, fragment):
+    result = run("launch", *args, cwd=tmp_path)
+    assert_one_error_line(result, fragment)
+    assert "started" not in result.stdout
