@@ -116,8 +116,8 @@ def record_config(folder, config, resume=False):
     """
     path = os.path.join(folder, "config.json")
     os.makedirs(folder, exist_ok=True)
-    if resume:
-        saved = read_json(path) or {}
+    saved = read_json(path) if resume else None
+    if saved is not None:
         changed = [k for k in sorted(set(saved) | set(config)) if k not in _RESUMABLE_CHANGES
                    and json.loads(json.dumps(config.get(k))) != saved.get(k)]
         if changed:
