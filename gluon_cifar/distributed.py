@@ -2,8 +2,9 @@
 
 `local`/`device` reduce gradients across one machine's devices; `dist_sync`/`dist_device_sync` join a
 job of scheduler, parameter servers and workers started by `python -m gluon_cifar.launch` (MXNet reads
-the DMLC_* environment variables when the KVStore is created). The servers add up what the workers
-push; that sum is also how statistics and BatchNorm running averages are combined across workers.
+the DMLC_* environment variables when the KVStore is created). The servers add up the workers'
+gradients and update the weights; after the last update they also average the workers' BatchNorm
+running statistics.
 """
 import contextlib
 import fcntl
