@@ -111,3 +111,13 @@ def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, 
     assert {c: len(v) for c, v in class_files(reorg, "train_valid").items()} == SIZES
     assert set(os.listdir(download)) == {"test", "test.7z", "train", "train.7z", "train_valid_test",
                                          "trainLabels.csv"}  # no staging folder left behind
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    from gluon_cifar.atomic import write_json
+    old = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "a.json"), {"x": 1})
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
