@@ -80,8 +80,8 @@ def quantize(sym, params, calib_images, calib_mode, ctx):
 def predict_fast(net, image_dir, batch_size, ctx=mx.cpu()):
     """`predict` over a folder of `<id>.png` for a net from `load_fast`: returns (ids, class indices).
 
-    Batch i+1 is decoded and normalised in a thread while the net computes batch i; the last batch is
-    padded to `batch_size` so the graph keeps one static shape.
+    Batch i+1 is decoded in a thread and queued to the engine while the net computes batch i; the last
+    batch is padded to `batch_size` so the graph keeps one static shape.
     """
     items = list_images(image_dir)
     if not items:
@@ -95,10 +95,13 @@ def predict_fast(net, image_dir, batch_size, ctx=mx.cpu()):
                 x = onp.concatenate([x, onp.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
             yield x
 
-    preds = []
+    pending = []  # results not yet copied back: batch i+1 is queued before batch i is waited for
     for x in prefetch(batches()):  # MXNet calls stay in this thread
-        preds.append(net(normalize(x, ctx)).argmax(axis=1).astype("int32").asnumpy())
-    return [image_id for image_id, _ in items], onp.concatenate(preds)[:len(items)].tolist()
+        pending.append(net(normalize(x, ctx)).argmax(axis=1).astype("int32"))
+        if len(pending) > 1:
+            pending[-2] = pending[-2].asnumpy()
+    pending[-1] = pending[-1].asnumpy()
+    return [image_id for image_id, _ in items], onp.concatenate(pending)[:len(items)].tolist()
 
 
 def read_calibration_images(folder, count):
