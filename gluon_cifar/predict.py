@@ -72,15 +72,14 @@ def build_parser():
     return parser
 
 
-def predict_folder_fast(args):
-    """`predict_folder` through `gluon_cifar.fastinfer` (fused FP32, or INT8 with `--int8`)."""
+def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, calib_size=512):
+    """`predict_folder` for an export through `gluon_cifar.fastinfer`: fused FP32, or INT8 calibrated on
+    the first `calib_size` training images of `calib_dir`. Returns the ids."""
     from . import fastinfer
-    if args.tta != "none":
-        raise InputError("--tta is not available with --fast/--int8")
-    calib = fastinfer.read_calibration_images(args.int8, args.calib_size) if args.int8 else None
-    net, classes = fastinfer.load_fast(args.model, args.batch_size, calib)
-    ids, preds = fastinfer.predict_fast(net, args.images, args.batch_size)
-    write_submission(args.output, ids, preds, classes)
+    calib = fastinfer.read_calibration_images(calib_dir, calib_size) if calib_dir else None
+    net, classes = fastinfer.load_fast(prefix, batch_size, calib)
+    ids, preds = fastinfer.predict_fast(net, image_dir, batch_size)
+    write_submission(output, ids, preds, classes)
     return ids
 
 
@@ -89,7 +88,12 @@ def main(argv=None):
     import mxnet as mx
     args = build_parser().parse_args(argv)
     if args.fast or args.int8:
-        ids = predict_folder_fast(args)
+        if args.tta != "none":
+            raise InputError("--tta is not available with --fast/--int8")
+        if args.calib_size < 1:
+            raise InputError("--calib-size must be at least 1")
+        ids = predict_folder_fast(args.model, args.images, args.output, args.batch_size, args.int8,
+                                  args.calib_size)
     else:
         net, classes = load_exported(args.model, mx.cpu())
         ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
