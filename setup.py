@@ -13,6 +13,8 @@ setup(
         "d2l==1.0.3",
         "gluoncv==0.10.5.post0",
         "matplotlib",
+        "Pillow",  # decodes every image once at reorganisation, to reject corrupt files early
+        "opencv-python",  # the fast input and inference paths decode and resize with it
         "tqdm",
         "py7zr",  # unpacks Kaggle's train.7z / test.7z
     ],
