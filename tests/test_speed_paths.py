@@ -206,3 +206,21 @@ def test_predict_int8_without_calibration_images_is_one_error_line(reference_pre
                  tmp_path / "s.csv", "--int8", tmp_path / "missing")
     assert_one_error_line(result, "missing")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_train_command_with_fast_data_trains_and_writes_its_outputs(kaggle_dir, tmp_path):
+    out = tmp_path / "out"
+    result = run("train", "--data-dir", kaggle_dir, "--epochs", 2, "--batch-size", 4, "--valid-ratio", 0.3,
+                 "--fast-data", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["examples"] for m in metrics] == [24, 24]  # 30 images - 6 valid, whole batches of 4
+    assert len((out / "submission.csv").read_text().splitlines()) == 1 + 7
+    assert os.path.isfile(os.path.join(kaggle_dir, "train_valid_test", "train.uint8.npz"))
+
+
+def test_fast_data_refuses_an_augmentation_it_does_not_have(kaggle_dir, tmp_path):
+    result = run("train", "--data-dir", kaggle_dir, "--fast-data", "--augment", "padcrop",
+                 "--output-dir", tmp_path / "out")
+    assert_one_error_line(result, "--fast-data")
+    assert not (tmp_path / "out").exists()
