@@ -6,7 +6,6 @@ MXNet 1.9.1's MKLDNN pass fuses Convolution+BatchNorm+ReLU(+sum) only for the le
 renamed first (same weights, outputs within 1e-5). INT8 uses `quantize_model_mkldnn` on that graph,
 calibrated on training images; the output layer stays FP32.
 """
-import json
 import os
 import tempfile
 import warnings
@@ -17,22 +16,10 @@ from mxnet import gluon
 
 from .data import list_images
 from .errors import InputError
-from .export import load_exported
+from .export import legacy_symbol, load_exported
 from .fastdata import IMAGE_SHAPE, decode_batch, normalize, prefetch
 
-# NumPy-mode operator -> (legacy operator MKLDNN fuses, its attributes). Residual adds have equal shapes.
-FUSABLE_OPS = {"_npx_relu": ("Activation", {"act_type": "relu"}), "_npi_add": ("elemwise_add", {})}
 INPUT_SHAPE = (IMAGE_SHAPE[2],) + IMAGE_SHAPE[:2]  # NCHW without the batch axis
-
-
-def fusable_symbol(symbol_file):
-    """The exported graph with ReLUs and adds renamed to the legacy operators MKLDNN fuses (a legacy Symbol)."""
-    with open(symbol_file) as f:
-        graph = json.load(f)
-    for node in graph["nodes"]:
-        if node["op"] in FUSABLE_OPS:
-            node["op"], node["attrs"] = FUSABLE_OPS[node["op"]]
-    return mx.sym.load_json(json.dumps(graph))
 
 
 def _symbol_block(sym, params, ctx):
@@ -52,7 +39,7 @@ def load_fast(prefix, batch_size, calib_images=None, calib_mode="naive", ctx=mx.
     `calib_images`: uint8 (N, 32, 32, 3) training images for INT8 calibration. Returns (net, classes).
     """
     _, classes = load_exported(prefix, ctx)  # checks the three files and reads the class names
-    sym = fusable_symbol(f"{prefix}-symbol.json")
+    sym = legacy_symbol(f"{prefix}-symbol.json")  # the forms MKLDNN fuses
     params = mx.nd.load(f"{prefix}-0000.params")
     if calib_images is not None:
         sym, params = quantize(sym, params, calib_images, calib_mode, ctx)

@@ -4,7 +4,6 @@ traceback, and every file of the user's (data, previous outputs) unchanged, down
 The fast-failing cases run concurrently, each in its own subprocess, once per module.
 """
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from clitools import assert_one_error_line, command, run, snapshot
+from clitools import assert_one_error_line, run, snapshot
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar.data import load_datasets, read_csv_labels, read_image, reorg_cifar10_data
 from gluon_cifar.export import export_model

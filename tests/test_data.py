@@ -2,7 +2,6 @@
 import hashlib
 import os
 
-import pytest
 
 from gluon_cifar.data import (chapter_train_transform, load_datasets, make_loaders, read_csv_labels,
                               reorg_cifar10_data)

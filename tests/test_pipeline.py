@@ -7,7 +7,6 @@ import sys
 import mxnet as mx
 import numpy as onp
 import pandas as pd
-import pytest
 
 from conftest import CLASSES, make_kaggle_dir
 from gluon_cifar import data

@@ -14,7 +14,7 @@ from scipy import stats
 from clitools import assert_one_error_line, run
 from conftest import CLASSES, REFERENCE_PARAMS, TINY
 from gluon_cifar import data, fastdata, fastinfer, predict
-from gluon_cifar.export import export_model, load_exported
+from gluon_cifar.export import export_model, legacy_symbol, load_exported
 from gluon_cifar.model import resnet18
 
 SAMPLES = 3000  # per pipeline, for the distribution test
@@ -173,7 +173,7 @@ def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_cop
 
 def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(reference_prefix, tiny_folder):
     fused_ops = [node["op"] for node in json.loads(
-        fastinfer.fusable_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
+        legacy_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
     assert fused_ops.count("_sg_mkldnn_conv") == 20 and "Convolution" not in fused_ops
     net, classes = load_exported(reference_prefix, mx.cpu())
     ids, chapter = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
