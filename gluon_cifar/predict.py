@@ -87,6 +87,8 @@ def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, c
 def main(argv=None):
     import mxnet as mx
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
     if args.fast or args.int8:
         if args.tta != "none":
             raise InputError("--tta is not available with --fast/--int8")

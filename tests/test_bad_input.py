@@ -293,3 +293,10 @@ def test_train_refuses_an_output_folder_it_cannot_write_before_any_work(kaggle_d
     assert_one_error_line(result, f"cannot write to {unwritable_folder}")
     assert snapshot(kaggle_dir) == before
     assert not os.path.exists(os.path.join(kaggle_dir, "train_valid_test.partial"))  # refused before the reorg
+
+
+def test_predict_refuses_a_batch_size_below_one(tmp_path):
+    result = run("predict", "--model", tmp_path / "model", "--images", tmp_path, "--batch-size", 0,
+                 "--output", tmp_path / "s.csv")
+    assert_one_error_line(result, "--batch-size")
+    assert not (tmp_path / "s.csv").exists()
