@@ -12,21 +12,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 import PIL
 
 import gluon_cifar
 from gluon_cifar.data import image_size, list_images, reorg_cifar10_data
-
-
-def timed(fn, repeats):
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+from run import timed  # benchmarks/run.py, beside this script
 
 
 def summary(seconds):
@@ -54,8 +45,8 @@ def main():
             image_size(path)
 
     check()  # warm the page cache so both rows read from memory
-    rows = {"reorg (first run, check included)": timed(reorg, args.repeats),
-            "decode check alone": timed(check, args.repeats)}
+    rows = {"reorg (first run, check included)": timed(reorg, args.repeats, warmup=0),
+            "decode check alone": timed(check, args.repeats, warmup=0)}
     print(f"{len(files)} images in {args.data_dir}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; Python {platform.python_version()}, Pillow {PIL.__version__}, "
           f"gluon_cifar {gluon_cifar.__version__}")
