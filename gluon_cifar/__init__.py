@@ -1,14 +1,7 @@
 """gluon_cifar: the d2l chapter "Image Classification (CIFAR-10) on Kaggle" as an installable package.
 
-Importing it switches MXNet to NumPy mode (`npx.set_np()`), as the chapter does, and, unless the user
-set OMP_NUM_THREADS, lets MXNet use every core (its default assumes hyper-threading and uses half).
+Importing it changes no global state. The command-line entry points (`python -m gluon_cifar.train`,
+`.predict`, `.export`) switch MXNet to NumPy mode themselves and let it use every core
+(`gluon_cifar.runtime`); code that imports the package calls `npx.set_np()` first, as the chapter does.
 """
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-
-from mxnet import npx  # noqa: E402  (after the thread setting, which MXNet reads when loaded)
-
-npx.set_np()
-
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.
 the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
 entry per finished epoch). The three are written into a hidden staging folder that is renamed into
 place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
-`OUT/checkpoint/config.json` holds the run's settings, which a resumed run must share.
+`OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
 Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
 NumPy's (DataLoader shuffling) and Python's (random crops) generators seeded by `epoch_seed(seed,
@@ -22,6 +22,7 @@ import numpy as onp
 from mxnet.base import MXNetError
 
 from .atomic import read_json, write_error, write_json
+from .config import changed_settings
 from .errors import InputError
 
 CHECKPOINT_DIRNAME = "checkpoint"
@@ -96,7 +97,8 @@ def prepare_output_dir(out, resume=False, overwrite=False):
     has_checkpoint = latest_checkpoint(checkpoints) is not None
     if resume and not has_checkpoint:
         raise InputError(f"--resume: {checkpoints} holds no checkpoint to resume from")
-    previous = sorted(e for e in entries if has_checkpoint or e != CHECKPOINT_DIRNAME)
+    # a run that stopped before its first checkpoint leaves only its settings: that does not count
+    previous = sorted(e for e in entries if has_checkpoint or e not in (CHECKPOINT_DIRNAME, CONFIG_FILENAME))
     if previous and not (resume or overwrite):
         shown = ", ".join(previous[:3]) + (", ..." if len(previous) > 3 else "")
         raise InputError(f"{out} already holds files ({shown}): pass --resume "
@@ -106,25 +108,21 @@ def prepare_output_dir(out, resume=False, overwrite=False):
     return checkpoints
 
 
-_RESUMABLE_CHANGES = ("resume", "overwrite", "num_workers", "devices")
+CONFIG_FILENAME = "config.json"
 
 
-def record_config(folder, config, resume=False):
-    """Save the run's settings in checkpoint `folder` as it starts; on resume, refuse settings that differ.
-
-    Worker count and devices may change on resume; anything else would mix two runs in one model.
-    """
-    path = os.path.join(folder, "config.json")
-    os.makedirs(folder, exist_ok=True)
+def record_config(out, config, resume=False):
+    """Save the run's settings (a RunConfig) as `out/config.json` as it starts; on resume, refuse settings
+    that differ from the saved ones (see config.RESUMABLE for those that may change)."""
+    path = os.path.join(out, CONFIG_FILENAME)
     saved = read_json(path) if resume else None
     if saved is not None:
-        changed = [k for k in sorted(set(saved) | set(config)) if k not in _RESUMABLE_CHANGES
-                   and json.loads(json.dumps(config.get(k))) != saved.get(k)]
+        changed = changed_settings(config, saved)
         if changed:
-            raise InputError(f"--resume continues the run as it was started, but --{changed[0].replace('_', '-')} "
-                             f"was {saved.get(changed[0])!r} and is now {config.get(changed[0])!r} "
-                             f"(see {path})")
-    write_json(path, config)
+            name = changed[0]
+            raise InputError(f"--resume continues the run as it was started, but --{name.replace('_', '-')} "
+                             f"was {saved[name]!r} and is now {getattr(config, name)!r} (see {path})")
+    write_json(path, config.to_dict())
 
 
 def interrupted_message(checkpoint_dir, argv):

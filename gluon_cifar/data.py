@@ -11,19 +11,18 @@ import shutil
 import zipfile
 
 import pandas as pd
-from mxnet import gluon, image
-from PIL import Image
-from mxnet.base import MXNetError
+from mxnet import gluon
 from mxnet.gluon.data.vision import transforms
+from PIL import Image
 
 from .atomic import atomic_path, read_json, write_json
 from .errors import InputError
+from .fastdata import fast_loader
+from .images import CIFAR10_MEAN, CIFAR10_STD, IMAGE_SHAPE, image_size, read_image
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 REORG_DIRNAME = "train_valid_test"
-SPLITS = ("train", "valid", "train_valid", "test")
+SPLITS = ("train", "valid", "train_valid")  # the labelled splits; test/unknown holds the test images
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
 _COMPLETE_MARKER = ".complete.json"
 
@@ -106,7 +105,7 @@ def _checked_source(path, reorg_dir, split):
     `read_image` (the prediction path) makes of it, so training, validation and prediction all see
     the same pixels.
     """
-    if image_size(path) == (32, 32):
+    if image_size(path) == IMAGE_SHAPE[:2]:
         return path
     resized = os.path.join(reorg_dir, ".resized", split, os.path.basename(path))
     os.makedirs(os.path.dirname(resized), exist_ok=True)
@@ -302,20 +301,74 @@ def make_train_transform(augment="chapter", cutout=0):
 
 
 def load_datasets(reorg_dir):
-    """One `ImageFolderDataset` per split of `reorg_dir`, keyed by split name."""
+    """One `ImageFolderDataset` per labelled split of `reorg_dir`, keyed by split name."""
     return {split: gluon.data.vision.ImageFolderDataset(os.path.join(reorg_dir, split))
             for split in SPLITS}
 
 
 def make_loaders(datasets, batch_size, train_transform, num_workers=0):
-    """The chapter's loaders: training splits shuffled and augmented, valid/test plain, test keeps its tail."""
-    def loader(split, transform, shuffle, last_batch):
+    """The chapter's loaders: training splits shuffled and augmented, valid plain and in order."""
+    def loader(split, transform, shuffle):
         return gluon.data.DataLoader(datasets[split].transform_first(transform), batch_size,
-                                     shuffle=shuffle, last_batch=last_batch, num_workers=num_workers)
-    return {"train": loader("train", train_transform, True, "discard"),
-            "train_valid": loader("train_valid", train_transform, True, "discard"),
-            "valid": loader("valid", test_transform(), False, "discard"),
-            "test": loader("test", test_transform(), False, "keep")}
+                                     shuffle=shuffle, last_batch="discard", num_workers=num_workers)
+    return {"train": loader("train", train_transform, True),
+            "train_valid": loader("train_valid", train_transform, True),
+            "valid": loader("valid", test_transform(), False)}
+
+
+def check_loader_options(augment, fast, distributed):
+    """Refuse what the loaders lack: the fast path has only the chapter's augmentation and no sharding."""
+    if fast and (augment != "chapter" or distributed):
+        raise InputError("--fast-data has only the chapter's augmentation and no sharding across workers yet: "
+                         "drop --fast-data, or use --augment chapter without a dist kvstore")
+
+
+def make_run_loaders(reorg_dir, datasets, splits, batch_size, augment="chapter", cutout=0, num_workers=0,
+                     fast=False, rank=0, workers=1):
+    """The loaders of `splits` that a training run asks for: the chapter's (`make_loaders`) over worker
+    `rank`'s shard of the training splits, or with `fast` the decoded-once loaders of `gluon_cifar.fastdata`.
+
+    A batch size that leaves one of them without a full batch is refused, naming the sizes.
+    """
+    check_loader_options(augment, fast, distributed=workers > 1)
+    datasets = worker_shards(datasets, rank, workers)
+    where = " (this worker's shard)" if workers > 1 else ""
+    for split in splits:
+        if len(datasets[split]) < batch_size:
+            raise InputError(f"--batch-size {batch_size} is larger than the {len(datasets[split])} images of the "
+                             f"{split} split{where}: no full batch of it; use --batch-size {len(datasets[split])} "
+                             "or less")
+    if fast:
+        return {split: fast_loader(reorg_dir, split, batch_size) for split in splits}
+    loaders = make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers)
+    return {split: loaders[split] for split in splits}
+
+
+class ShardSampler(gluon.data.Sampler):
+    """Every `num_shards`-th index from `index`: same count for every shard, a different part for each.
+
+    Strided rather than contiguous, so each shard of a class-ordered folder (ImageFolderDataset)
+    holds every class in the same proportion; the remainder (< num_shards items) is left out.
+    """
+
+    def __init__(self, length, num_shards, index):
+        self._indices = range(index, length - length % num_shards, num_shards)
+
+    def __iter__(self):
+        return iter(self._indices)
+
+    def __len__(self):
+        return len(self._indices)
+
+
+def worker_shards(datasets, rank, size):
+    """`datasets` (split name -> Dataset) with the training splits cut to shard `rank` of `size`.
+
+    valid and test stay whole: every worker evaluates alike and rank 0 predicts the whole test set.
+    """
+    return {split: dataset.sample(ShardSampler(len(dataset), size, rank))
+            if size > 1 and split in ("train", "train_valid") else dataset
+            for split, dataset in datasets.items()}
 
 
 class ImageFilesDataset(gluon.data.Dataset):
@@ -332,28 +385,3 @@ class ImageFilesDataset(gluon.data.Dataset):
 
     def __len__(self):
         return len(self.items)
-
-
-def image_size(path):
-    """(width, height) of the image in `path`, after decoding all of it (a truncated file fails here)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: cannot decode image ({err})") from None
-
-
-def read_image(path):
-    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted, other sizes resized).
-
-    The file is checked first: MXNet reports some broken files only later, from its engine.
-    """
-    image_size(path)
-    try:
-        img = image.imread(path, flag=1)
-    except MXNetError:
-        raise InputError(f"{path}: cannot decode image (corrupt or not an image)") from None
-    if img.shape[:2] != (32, 32):
-        img = image.imresize(img, 32, 32)
-    return img

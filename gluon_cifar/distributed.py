@@ -52,33 +52,6 @@ def trainer_options(kvstore):
     return {"kvstore": kvstore, "update_on_kvstore": True if is_distributed(kvstore) else None}
 
 
-class ShardSampler(gluon.data.Sampler):
-    """Every `num_shards`-th index from `index`: same count for every shard, a different part for each.
-
-    Strided rather than contiguous, so each shard of a class-ordered folder (ImageFolderDataset)
-    holds every class in the same proportion; the remainder (< num_shards items) is left out.
-    """
-
-    def __init__(self, length, num_shards, index):
-        self._indices = range(index, length - length % num_shards, num_shards)
-
-    def __iter__(self):
-        return iter(self._indices)
-
-    def __len__(self):
-        return len(self._indices)
-
-
-def worker_shards(datasets, rank, size):
-    """`datasets` (split name -> Dataset) with the training splits cut to shard `rank` of `size`.
-
-    valid and test stay whole: every worker evaluates alike and rank 0 predicts the whole test set.
-    """
-    return {split: dataset.sample(ShardSampler(len(dataset), size, rank))
-            if size > 1 and split in ("train", "train_valid") else dataset
-            for split, dataset in datasets.items()}
-
-
 def job_epoch_stats(kvstore, trainer, stats, updates):
     """One worker's `train_one_epoch` stats as the job's, in a dist job; else `stats` unchanged.
 

@@ -3,11 +3,11 @@
 The class names travel beside it as `<prefix>-classes.json`, so a deployment maps indices to labels
 without this package; `load_exported` reopens all three without the Python model class.
 
-`python -m gluon_cifar.export --model OUT/model --onnx` converts such an export to `OUT/model.onnx`
+`python -m gluon_cifar.export --model OUT/model --onnx [FILE]` converts such an export to ONNX (default FILE:
+`OUT/model.onnx`)
 for targets without MXNet (ONNX Runtime and others); the class names go beside it as
 `OUT/model-classes.json`, the same `<name>-classes.json` convention.
 """
-import argparse
 import json
 import os
 import tempfile
@@ -18,12 +18,12 @@ import numpy as onp
 from mxnet import gluon
 
 from .atomic import atomic_path, write_error, write_json
-from .errors import InputError, report_input_errors
+from .errors import ArgumentParser, InputError, report_input_errors
+from .images import INPUT_SHAPE
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
 # fusion) know only the legacy ones. The residual adds have operands of equal shapes.
 LEGACY_OPS = {"_npx_relu": ("Activation", {"act_type": "relu"}), "_npi_add": ("elemwise_add", {})}
-INPUT_SHAPE = (3, 32, 32)  # one CIFAR-10 image, NCHW without the batch axis
 
 
 def exported_files(prefix):
@@ -150,21 +150,20 @@ def export_onnx(prefix, output):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m gluon_cifar.export",
-                                     description="Convert an exported model (PREFIX-symbol.json, "
-                                                 "PREFIX-0000.params, PREFIX-classes.json) to ONNX.")
+    parser = ArgumentParser(prog="python -m gluon_cifar.export",
+                            description="Convert an exported model (PREFIX-symbol.json, PREFIX-0000.params, "
+                                        "PREFIX-classes.json) to ONNX.")
     parser.add_argument("--model", required=True, help="export prefix, as written by training (OUT/model)")
-    parser.add_argument("--onnx", action="store_true", required=True,
-                        help="write an ONNX model (the only conversion so far)")
-    parser.add_argument("--output", help="ONNX file to write (default: PREFIX.onnx); the class names "
-                                         "go beside it as NAME-classes.json")
+    parser.add_argument("--onnx", metavar="FILE", nargs="?", const="", required=True,
+                        help="write an ONNX model to FILE (default: PREFIX.onnx); the class names go beside it "
+                             "as NAME-classes.json")
     return parser
 
 
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    output = args.output or f"{args.model}.onnx"
+    output = args.onnx or f"{args.model}.onnx"
     classes_file = export_onnx(args.model, output)
     print(f"wrote {output} and {classes_file}")
 

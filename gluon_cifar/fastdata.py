@@ -9,40 +9,21 @@ Normalize. `crop_params` states the distribution; tests/test_speed_paths.py chec
 chapter's transforms over many samples.
 """
 import os
-import queue
-import threading
 
 import cv2
 import mxnet as mx
 import numpy as onp
-from mxnet import gluon, npx
+from mxnet import gluon
 
 from .atomic import atomic_path
-from .data import CIFAR10_MEAN, CIFAR10_STD, read_image
+from .images import IMAGE_SHAPE, decode_batch, normalize, prefetch
 
-IMAGE_SHAPE = (32, 32, 3)
 RESIZE = 40               # transforms.Resize(40)
 CROP_SCALE = (0.64, 1.0)  # RandomResizedCrop's area fraction; ratio (1, 1): square crops
 _CACHE_SUFFIX = ".uint8.npz"
 
 
 # Decoding once
-
-def decode(path):
-    """`read_image` for the common case (a 32x32 colour PNG) through OpenCV directly; the rest via `read_image`."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None or img.shape != IMAGE_SHAPE:
-        return read_image(path).asnumpy()
-    return img[:, :, ::-1]
-
-
-def decode_batch(paths):
-    """Decode `paths` into one uint8 (len(paths), 32, 32, 3) array."""
-    batch = onp.empty((len(paths),) + IMAGE_SHAPE, onp.uint8)
-    for i, path in enumerate(paths):
-        batch[i] = decode(path)
-    return batch
-
 
 def decoded_split(reorg_dir, split):
     """(images uint8 NHWC, labels int32, synsets) of `reorg_dir/split`, decoded once into `<split>.uint8.npz`.
@@ -87,41 +68,6 @@ def augment(images, params):
         crop = cv2.resize(big[top:top + side, left:left + side], size, interpolation=cv2.INTER_LINEAR)
         out[i] = crop[:, ::-1] if flip else crop
     return out
-
-
-def normalize(images, ctx=None):
-    """The chapter's ToTensor + Normalize, as MXNet's own operators on a whole uint8 NHWC batch at once.
-
-    Returns a float32 NCHW `mx.np` array on `ctx`, equal to the chapter's per-image result.
-    """
-    batch = mx.np.array(images, dtype=onp.uint8, ctx=ctx)
-    return npx.image.normalize(npx.image.to_tensor(batch), CIFAR10_MEAN, CIFAR10_STD)
-
-
-def prefetch(iterable, depth=2):
-    """Iterate `iterable` in a background thread, `depth` items ahead (OpenCV and NumPy release the GIL).
-
-    An exception in the thread is re-raised here, at the item where it happened.
-    """
-    items = queue.Queue(maxsize=depth)
-    done = object()
-
-    def work():
-        try:
-            for item in iterable:
-                items.put((item, None))
-        except Exception as err:  # handed over to the consumer, which re-raises it
-            items.put((None, err))
-        items.put((done, None))
-
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        item, err = items.get()
-        if err is not None:
-            raise err
-        if item is done:
-            return
-        yield item
 
 
 class FastLoader:

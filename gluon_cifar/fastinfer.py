@@ -17,9 +17,7 @@ from mxnet import gluon
 from .data import list_images
 from .errors import InputError
 from .export import legacy_symbol, load_exported
-from .fastdata import IMAGE_SHAPE, decode_batch, normalize, prefetch
-
-INPUT_SHAPE = (IMAGE_SHAPE[2],) + IMAGE_SHAPE[:2]  # NCHW without the batch axis
+from .images import INPUT_SHAPE, decode_batch, normalize, prefetch
 
 
 def _symbol_block(sym, params, ctx):

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 
-from .errors import InputError, report_input_errors
+from .errors import ArgumentParser, InputError, report_input_errors
 
 WORKER_ENTRY = "import sys; from gluon_cifar.launch import run_worker; run_worker(sys.argv[1:])"
 
@@ -198,7 +198,7 @@ def supervise(procs, events, timeout, grace):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m gluon_cifar.launch",
         usage="python -m gluon_cifar.launch -n WORKERS [-s SERVERS] [--hostfile FILE] -- <training arguments>",
         description="Run python -m gluon_cifar.train as a distributed job (MXNet's dist kvstore): a scheduler, "

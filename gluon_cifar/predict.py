@@ -3,18 +3,19 @@
 `python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv` uses only the
 exported files (no model class), so it is also the deployment path on any machine with MXNet.
 """
-import argparse
+if __name__ == "__main__":  # before MXNet loads, which reads it: every core, unless the user chose
+    from gluon_cifar.runtime import use_all_cores
+    use_all_cores()
 
+import mxnet as mx
 import pandas as pd
-from mxnet import gluon, np
+from mxnet import gluon, np, npx
 
 from .atomic import atomic_path
 from .data import ImageFilesDataset, test_transform
-from .errors import InputError, report_input_errors
+from .errors import ArgumentParser, InputError, report_input_errors
 from .export import load_exported
-
-
-TTA_MODES = ("none", "flip")
+from .recipes import TTA_MODES
 
 
 def predict_logits(net, X, tta="none"):
@@ -52,14 +53,14 @@ def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m gluon_cifar.predict",
+    parser = ArgumentParser(prog="python -m gluon_cifar.predict",
                                      description="Classify a folder of <id>.png images with an exported model.")
     parser.add_argument("--model", required=True,
                         help="export prefix: PREFIX-symbol.json, PREFIX-0000.params, PREFIX-classes.json")
     parser.add_argument("--images", required=True, help="folder of <id>.png test images")
     parser.add_argument("--output", default="submission.csv", help="CSV to write (id,label)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation: 'flip' averages the logits of each image and its mirror")
     fast = parser.add_argument_group("fast CPU inference (gluon_cifar.fastinfer)")
@@ -68,7 +69,7 @@ def build_parser():
     fast.add_argument("--int8", metavar="TRAIN_IMAGES",
                       help="quantize to INT8 (implies --fast), calibrated on the first --calib-size images "
                            "of this folder of training <id>.png files")
-    fast.add_argument("--calib-size", type=int, default=512)
+    fast.add_argument("--calib-size", type=int, default=512, help="images to calibrate INT8 with")
     return parser
 
 
@@ -85,10 +86,12 @@ def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, c
 
 @report_input_errors
 def main(argv=None):
-    import mxnet as mx
     args = build_parser().parse_args(argv)
+    npx.set_np()
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if args.num_workers < 0:
+        raise InputError("--num-workers must be at least 0")
     if args.fast or args.int8:
         if args.tta != "none":
             raise InputError("--tta is not available with --fast/--int8")

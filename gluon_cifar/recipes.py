@@ -1,6 +1,6 @@
 """Training recipes: learning-rate schedules, soft targets (label smoothing, mixup) and named presets.
 
-The chapter's recipe is the default everywhere; `strong` is the opt-in preset of issue #8 (pad-4 random
+The chapter's recipe is the default everywhere; `strong` is the opt-in preset (pad-4 random
 crop, one-cycle to 0.2, label smoothing 0.1, 30 epochs, flip TTA). Schedules are MXNet `LRScheduler`
 objects for `gluon.Trainer`, which calls them with its update count t = 1, 2, ... (one per batch).
 """
@@ -9,6 +9,7 @@ import numpy as onp
 from mxnet import np, npx
 
 SCHEDULES = ("step", "cosine", "onecycle")
+TTA_MODES = ("none", "flip")  # test-time augmentation of the submission (gluon_cifar.predict)
 DEFAULT_WARMUP = {"step": 0.0, "cosine": 0.0, "onecycle": 0.3}  # onecycle: PyTorch OneCycleLR's pct_start
 RECIPES = {
     "chapter": {},

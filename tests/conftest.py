@@ -9,7 +9,10 @@ from PIL import Image
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # MXNet 1.9.1 imports distutils' LooseVersion
-    import gluon_cifar  # noqa: F401  (NumPy mode and thread settings, as for every user)
+    import gluon_cifar  # noqa: F401
+    from mxnet import npx
+
+npx.set_np()  # as the chapter, the commands and the notebook do
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")

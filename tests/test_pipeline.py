@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import mxnet as mx
+import pytest
 import numpy as onp
 import pandas as pd
 
@@ -12,7 +13,9 @@ from conftest import CLASSES, make_kaggle_dir
 from gluon_cifar import data
 from gluon_cifar.model import get_net, resnet18
 from gluon_cifar.predict import predict_folder
-from gluon_cifar.train import parse_devices, train
+from gluon_cifar.config import parse_devices
+from gluon_cifar.errors import InputError
+from gluon_cifar.loop import train
 
 
 def run(module, *args, env=None):
@@ -80,7 +83,8 @@ def test_training_on_two_cpu_contexts(kaggle_dir):
 def test_device_specs():
     assert parse_devices("cpu") == [mx.cpu(0)]
     assert parse_devices("cpu:3") == [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
-    assert parse_devices("gpu:0,2") == [mx.gpu(0), mx.gpu(2)]
+    with pytest.raises(InputError, match="GPU"):  # a CPU-only MXNet: refused before any work
+        parse_devices("gpu:0,2")
 
 
 def test_demo_download_offline_fails_clearly(tmp_path):

@@ -16,6 +16,8 @@ from mxnet.gluon import nn
 
 from conftest import make_kaggle_dir
 from gluon_cifar import data, predict, recipes, train
+from gluon_cifar.config import RunConfig
+from gluon_cifar.loop import fit
 from gluon_cifar.errors import InputError
 from gluon_cifar.export import export_model, load_exported
 from gluon_cifar.model import get_net
@@ -139,9 +141,9 @@ def test_train_runs_with_mixup_smoothing_and_onecycle(kaggle_dir, tmp_path):
     net = nn.HybridSequential()
     net.add(nn.Conv2D(4, 3), nn.GlobalAvgPool2D(), nn.Dense(3))
     net.initialize(mx.init.Xavier())
-    history = train.train(net, loaders["train"], loaders["valid"], 2, 0.1, 5e-4, [mx.cpu()], 4, 0.9,
-                          lr_schedule="onecycle", warmup_frac=0.3,
-                          soft_targets=recipes.SoftTargets(3, label_smoothing=0.1, mixup_alpha=0.2))
+    config = RunConfig(epochs=2, lr=0.1, batch_size=4, lr_schedule="onecycle", warmup_frac=0.3,
+                       label_smoothing=0.1, mixup_alpha=0.2, devices="cpu")
+    history = fit(net, loaders["train"], loaders["valid"], config, num_classes=3)
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["lr"] == pytest.approx(0) and all(math.isfinite(h["train_loss"]) for h in history)
 
@@ -189,14 +191,14 @@ def test_predict_cli_flip_tta_on_the_exported_model(kaggle_dir, tmp_path):
 
 
 def test_recipe_presets_and_explicit_flags_override_them():
-    strong = train.parse_args(["--recipe", "strong"])
+    strong = train.parse_config(["--recipe", "strong"])
     assert (strong.augment, strong.lr_schedule, strong.lr, strong.label_smoothing, strong.epochs, strong.tta,
             strong.warmup_frac) == ("padcrop", "onecycle", 0.2, 0.1, 30, "flip", 0.3)
-    mine = train.parse_args(["--recipe", "strong", "--lr", "0.05", "--label-smoothing", "0", "--tta", "none"])
+    mine = train.parse_config(["--recipe", "strong", "--lr", "0.05", "--label-smoothing", "0", "--tta", "none"])
     assert (mine.lr, mine.label_smoothing, mine.tta, mine.augment) == (0.05, 0.0, "none", "padcrop")
-    chapter = train.parse_args([])
+    chapter = train.parse_config([])
     assert (chapter.augment, chapter.lr_schedule, chapter.lr, chapter.label_smoothing, chapter.mixup_alpha,
-            chapter.tta, chapter.warmup_frac, chapter.epochs) == ("chapter", "step", 0.02, 0.0, 0.0, "none", 0.0, 20)
+            chapter.tta, chapter.warmup_frac, chapter.epochs) == ("chapter", "step", 0.1, 0.0, 0.0, "none", 0.0, 5)
 
 
 @pytest.mark.parametrize("flags,message", [(["--label-smoothing", "1"], "--label-smoothing"),

@@ -1,0 +1,161 @@
+"""A training run's settings: one frozen, typed object, built once from the command line, checked once,
+saved beside the outputs as `config.json` and compared field by field on `--resume`.
+
+The defaults are the source chapter's (d2l, "Image Classification (CIFAR-10) on Kaggle", MXNet tab):
+lr 0.1, wd 5e-4, lr x0.1 every 50 epochs, 5 epochs, valid ratio 0.1, batch 4 on the demo set and 128
+on the full data.
+"""
+import dataclasses
+import math
+from typing import Optional
+
+import mxnet as mx
+
+from .data import AUGMENTATIONS, DEFAULT_CACHE_DIR, check_loader_options, make_train_transform
+from .distributed import KVSTORES
+from .errors import InputError, shorten
+from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
+
+DEMO_BATCH_SIZE, FULL_BATCH_SIZE = 4, 128  # the chapter's `batch_size = 4 if demo else 128`
+MAX_SEED = 2 ** 32 - 1  # MXNet's and NumPy's generators take 32-bit seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one training run. `batch_size` None means the chapter's rule (see `for_data`)."""
+    # data
+    data_dir: Optional[str] = None
+    cache_dir: str = DEFAULT_CACHE_DIR
+    reorg_dir: Optional[str] = None
+    valid_ratio: float = 0.1
+    batch_size: Optional[int] = None
+    num_workers: int = 0
+    fast_data: bool = False
+    # optimisation: the chapter's numbers
+    epochs: int = 5
+    lr: float = 0.1
+    wd: float = 5e-4
+    lr_period: int = 50
+    lr_decay: float = 0.1
+    # recipe: beyond the chapter, off by default
+    recipe: str = "chapter"
+    augment: str = "chapter"
+    cutout: int = 0
+    lr_schedule: str = "step"
+    warmup_frac: Optional[float] = None  # None: DEFAULT_WARMUP of the schedule
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    tta: str = "none"
+    # the run
+    devices: Optional[str] = None  # cpu, cpu:N, gpu, gpu:0,1; None: every GPU, else cpu
+    seed: int = 0
+    kvstore: Optional[str] = None
+    final: bool = False
+    output_dir: str = "out"
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.warmup_frac is None:
+            object.__setattr__(self, "warmup_frac", DEFAULT_WARMUP[self.lr_schedule])
+        self.check()
+
+    def check(self):
+        """Refuse, with one line naming the option, any setting the run could not use."""
+        for name in ("epochs", "lr_period"):
+            self._require(getattr(self, name) >= 1, name, "must be at least 1")
+        self._require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be at least 1")
+        self._require(self.num_workers >= 0, "num_workers", "must be at least 0")
+        self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}")
+        self._require(_finite(self.lr) and self.lr > 0, "lr", "must be a finite number above 0")
+        self._require(_finite(self.wd) and self.wd >= 0, "wd", "must be a finite number, at least 0")
+        self._require(_finite(self.lr_decay) and 0 < self.lr_decay <= 1, "lr_decay",
+                 "must be above 0 and at most 1 (the factor the learning rate is multiplied by)")
+        self._require(_finite(self.valid_ratio) and 0 < self.valid_ratio < 1, "valid_ratio", "must be between 0 and 1")
+        for name in ("warmup_frac", "label_smoothing"):
+            self._require(_finite(getattr(self, name)) and 0 <= getattr(self, name) < 1, name,
+                     "must be at least 0 and below 1")
+        self._require(_finite(self.mixup_alpha) and self.mixup_alpha >= 0, "mixup_alpha", "must be a finite number, at least 0")
+        for name, choices in (("recipe", RECIPES), ("augment", AUGMENTATIONS), ("lr_schedule", SCHEDULES),
+                              ("tta", TTA_MODES)):
+            self._require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
+        self._require(self.kvstore is None or self.kvstore in KVSTORES, "kvstore", f"must be one of {', '.join(KVSTORES)}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+        make_train_transform(self.augment, self.cutout)  # refuses a bad --cutout
+        check_loader_options(self.augment, self.fast_data, distributed=self.distributed)
+        devices = self.contexts()
+        if self.batch_size is not None and self.batch_size < len(devices):
+            raise InputError(f"--batch-size {self.batch_size} is smaller than the {len(devices)} devices: "
+                             f"every device needs at least one example per batch (use at least {len(devices)})")
+
+    def _require(self, condition, name, what):
+        if not condition:
+            raise InputError(f"--{name.replace('_', '-')} {what}, got {shorten(repr(getattr(self, name)), 40)}")
+
+    @property
+    def distributed(self):
+        return (self.kvstore or "").startswith("dist")
+
+    def contexts(self):
+        """The MXNet contexts `devices` names (d2l's `try_all_gpus` when unset)."""
+        return parse_devices(self.devices) if self.devices else default_devices()
+
+    def for_data(self, num_train, num_valid, demo):
+        """This config with the batch size set by the chapter's rule, if none was given: 4 on the demo
+        set, 128 on full data, 4 again (with a notice) for a folder too small for a full batch of 128.
+
+        Returns (config, notice or None)."""
+        if self.batch_size is not None:
+            return self, None
+        if demo:
+            return dataclasses.replace(self, batch_size=DEMO_BATCH_SIZE), None
+        smallest = min(num_train, num_valid) if not self.final else num_train
+        if smallest < FULL_BATCH_SIZE:
+            notice = (f"batch size {DEMO_BATCH_SIZE} (the chapter's demo size): {smallest} images are too few "
+                      f"for a full batch of {FULL_BATCH_SIZE}; pass --batch-size to choose")
+            return dataclasses.replace(self, batch_size=DEMO_BATCH_SIZE), notice
+        return dataclasses.replace(self, batch_size=FULL_BATCH_SIZE), None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# Settings a resumed run may change: they do not change what the run computes.
+RESUMABLE = ("resume", "overwrite", "num_workers", "devices")
+
+
+def changed_settings(config, saved):
+    """The names of the settings in which `config` differs from the `saved` dict of a run it resumes."""
+    return [f.name for f in dataclasses.fields(config)
+            if f.name not in RESUMABLE and f.name in saved and getattr(config, f.name) != saved[f.name]]
+
+
+def parse_devices(spec):
+    """'cpu' -> [cpu(0)]; 'cpu:N' -> N CPU contexts; 'gpu' -> every GPU; 'gpu:0,1' -> those GPUs."""
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind == "cpu":
+            count = int(rest) if rest else 1
+            if count >= 1:
+                return [mx.cpu(i) for i in range(count)]
+        elif kind == "gpu":
+            available = mx.context.num_gpus()
+            ids = [int(i) for i in rest.split(",")] if rest else list(range(available))
+            if not ids or max(ids) >= available:
+                raise InputError(f"--devices {spec}: {available} GPU(s) usable here "
+                                 f"({'this MXNet is built without CUDA' if not available else 'ids from 0'}); "
+                                 "use --devices cpu")
+            return [mx.gpu(i) for i in ids]
+    except ValueError:
+        pass
+    raise InputError(f"--devices must look like cpu, cpu:2, gpu or gpu:0,1; got {spec!r}")
+
+
+def default_devices():
+    """Every GPU if there is one, else one CPU context (d2l's `try_all_gpus`, which returns [] on a CPU)."""
+    return parse_devices("gpu") if mx.context.num_gpus() else [mx.cpu()]
+
+
+def _finite(value):
+    return math.isfinite(value)

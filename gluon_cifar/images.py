@@ -1,0 +1,98 @@
+"""One home for what an image is: the CIFAR-10 constants, decoding and normalising.
+
+Training (`data`, `fastdata`) and inference (`predict`, `fastinfer`, `export`) all read images through
+these functions, so both sides see the same pixels.
+"""
+import queue
+import threading
+
+import cv2
+import mxnet as mx
+import numpy as onp
+from mxnet import image, npx
+from mxnet.base import MXNetError
+from PIL import Image
+
+from .errors import InputError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGE_SHAPE = (32, 32, 3)  # one image as decoded: height, width, RGB
+INPUT_SHAPE = (3, 32, 32)  # one image as the network takes it (NCHW without the batch axis)
+
+
+def image_size(path):
+    """(width, height) of the image in `path`, after decoding all of it (a truncated file fails here)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path}: cannot decode image ({err})") from None
+
+
+def read_image(path):
+    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted, other sizes resized).
+
+    The file is checked first: MXNet reports some broken files only later, from its engine.
+    """
+    image_size(path)
+    try:
+        img = image.imread(path, flag=1)
+    except MXNetError:
+        raise InputError(f"{path}: cannot decode image (corrupt or not an image)") from None
+    if img.shape[:2] != IMAGE_SHAPE[:2]:
+        img = image.imresize(img, *IMAGE_SHAPE[:2])
+    return img
+
+
+def decode(path):
+    """`read_image` for the common case (a 32x32 colour PNG) through OpenCV directly; the rest via `read_image`."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None or img.shape != IMAGE_SHAPE:
+        return read_image(path).asnumpy()
+    return img[:, :, ::-1]
+
+
+def decode_batch(paths):
+    """Decode `paths` into one uint8 (len(paths), 32, 32, 3) array."""
+    batch = onp.empty((len(paths),) + IMAGE_SHAPE, onp.uint8)
+    for i, path in enumerate(paths):
+        batch[i] = decode(path)
+    return batch
+
+
+def normalize(images, ctx=None):
+    """The chapter's ToTensor + Normalize, as MXNet's own operators on a whole uint8 NHWC batch at once.
+
+    Returns a float32 NCHW `mx.np` array on `ctx`, equal to the chapter's per-image result.
+    """
+    batch = mx.np.array(images, dtype=onp.uint8, ctx=ctx)
+    return npx.image.normalize(npx.image.to_tensor(batch), CIFAR10_MEAN, CIFAR10_STD)
+
+
+def prefetch(iterable, depth=2):
+    """Iterate `iterable` (say, batches being decoded) in a background thread, `depth` items ahead.
+
+    OpenCV and NumPy release the GIL, so decoding overlaps MXNet's compute. An exception in the
+    thread is re-raised here, at the item where it happened.
+    """
+    items = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work():
+        try:
+            for item in iterable:
+                items.put((item, None))
+        except Exception as err:  # handed over to the consumer, which re-raises it
+            items.put((None, err))
+        items.put((done, None))
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item, err = items.get()
+        if err is not None:
+            raise err
+        if item is done:
+            return
+        yield item
