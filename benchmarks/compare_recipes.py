@@ -25,13 +25,17 @@ import sys
 import tempfile
 import time
 
-import mxnet as mx
-from mxnet import init
-from mxnet.gluon import nn
+from gluon_cifar.runtime import use_all_cores
 
-import gluon_cifar
-from gluon_cifar import data, predict, recipes, train
-from gluon_cifar.model import resnet18, resnet_block
+use_all_cores()  # before MXNet loads
+
+import mxnet as mx  # noqa: E402
+from mxnet import init, npx  # noqa: E402
+from mxnet.gluon import nn  # noqa: E402
+
+import gluon_cifar  # noqa: E402
+from gluon_cifar import data, loop, predict, recipes, train  # noqa: E402
+from gluon_cifar.model import resnet18, resnet_block  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {  # issue #8's table, as command-line flags of `python -m gluon_cifar.train`
@@ -84,21 +88,18 @@ def held_out_accuracy(net, dataset, batch_size, ctx, tta):
 
 def run_recipe(flags, seed, datasets, model, devices):
     """Train a fresh `model` with the recipe `flags` and seed; return its config, time and accuracies."""
-    args = train.parse_args(flags)
-    train.seed_everything(seed)
+    args = train.parse_config(flags + ["--seed", str(seed)])
+    loop.seed_everything(seed)
     loaders = data.make_loaders(datasets, args.batch_size, data.make_train_transform(args.augment, args.cutout))
     num_classes = len(datasets["train"].synsets)
     net = MODELS[model](num_classes)
     net.initialize(init.Xavier(), ctx=devices)
     net.hybridize()
     start = time.perf_counter()
-    history = train.train(net, loaders["train"], None, args.epochs, args.lr, args.wd, devices, args.lr_period,
-                          args.lr_decay, seed=seed, lr_schedule=args.lr_schedule, warmup_frac=args.warmup_frac,
-                          soft_targets=recipes.make_soft_targets(num_classes, args.label_smoothing,
-                                                                 args.mixup_alpha))
+    history = loop.fit(net, loaders["train"], None, args, num_classes)
     train_seconds = time.perf_counter() - start
     accuracy = {tta: held_out_accuracy(net, datasets["valid"], args.batch_size, devices[0], tta)
-                for tta in predict.TTA_MODES}
+                for tta in recipes.TTA_MODES}
     resolved = {k: getattr(args, k) for k in ("augment", "cutout", "lr_schedule", "lr", "warmup_frac",
                                               "label_smoothing", "mixup_alpha", "epochs", "batch_size", "wd")}
     return {"seed": seed, "config": resolved, "train_seconds": train_seconds,
@@ -112,6 +113,7 @@ def spread(values):
 
 
 def main():
+    npx.set_np()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data", "cifar-10"),
                         help="trainLabels.csv beside train.7z or an unpacked train/ (only read)")

@@ -23,12 +23,17 @@ import sys
 import tempfile
 import time
 
-import mxnet as mx
-import numpy as onp
+from gluon_cifar.runtime import use_all_cores
 
-import gluon_cifar
-from gluon_cifar import data, export
-from gluon_cifar.model import resnet18
+use_all_cores()  # before MXNet loads
+
+import mxnet as mx  # noqa: E402
+import numpy as onp  # noqa: E402
+from mxnet import npx  # noqa: E402
+
+import gluon_cifar  # noqa: E402
+from gluon_cifar import data, export  # noqa: E402
+from gluon_cifar.model import resnet18  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
@@ -98,6 +103,7 @@ def cpu_name():
 
 
 def main():
+    npx.set_np()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=os.path.join(SHARED, "models", "resnet18_reference.params"))
     parser.add_argument("--images", default=os.path.join(SHARED, "data", "cifar10_tiny", "train"),

@@ -35,10 +35,14 @@ REPO = os.path.dirname(HERE)
 SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 
+from gluon_cifar.runtime import use_all_cores  # noqa: E402
+
+use_all_cores()  # before MXNet loads: every core unless OMP_NUM_THREADS is set
+
 import mxnet as mx  # noqa: E402
 import numpy as onp  # noqa: E402
+from mxnet import npx  # noqa: E402
 
-import gluon_cifar  # noqa: E402,F401  (NumPy mode; every core unless OMP_NUM_THREADS is set)
 from gluon_cifar import data, fastdata, fastinfer, predict  # noqa: E402
 from gluon_cifar.export import export_model, load_exported  # noqa: E402
 from gluon_cifar.model import get_net, resnet18  # noqa: E402
@@ -421,6 +425,7 @@ def report(rows, env, seconds):
 
 
 def main():
+    npx.set_np()
     parser = argparse.ArgumentParser(description="Benchmark the chapter's code against ours, side by side.")
     parser.add_argument("--quick", action="store_true", help="smoke run on the demo set (about 2 minutes)")
     parser.add_argument("--full", action="store_true", help="predict all 300,000 files instead of 20,000")

@@ -1,6 +1,7 @@
 """One exception for problems in what the user gave us, and the command-line plumbing that reports it."""
 import argparse
 import functools
+import os
 import signal
 import sys
 import threading
@@ -22,19 +23,37 @@ def shorten(text, limit=MAX_MESSAGE):
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+class _DefaultsInHelp(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none to say."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.default is False:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one `error:` line (exit 2) instead of the usage block, and whose
     help shows every option's default."""
 
     def __init__(self, **kwargs):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        super().__init__(formatter_class=_DefaultsInHelp, **kwargs)
 
     def error(self, message):
         raise InputError(f"{message} (see {self.prog} --help)")
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+def _terminate_handler(owner_pid):
+    """A SIGTERM handler that stops `owner_pid` like Ctrl-C; processes forked from it (DataLoader workers)
+    keep the default: they are ended by their parent, and must not print tracebacks of their own."""
+    def handle(signum, frame):
+        if os.getpid() != owner_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+    return handle
 
 
 def report_input_errors(main):
@@ -46,7 +65,7 @@ def report_input_errors(main):
     @functools.wraps(main)
     def wrapper(argv=None):
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+        previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if in_main_thread else None
         try:
             return main(argv)
         except InputError as err:

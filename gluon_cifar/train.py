@@ -51,7 +51,7 @@ def build_parser():
                       help="decode every image once and augment whole batches (gluon_cifar.fastdata): the "
                            "chapter's augmentation, about 19x the chapter's input pipeline (make bench)")
     optim = parser.add_argument_group("optimisation (the chapter's numbers)")
-    optim.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    optim.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training split")
     optim.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
     optim.add_argument("--wd", type=float, default=DEFAULTS.wd, help="weight decay")
     optim.add_argument("--lr-period", type=int, default=DEFAULTS.lr_period,
@@ -68,7 +68,8 @@ def build_parser():
                           "--batch-size is per worker)")
     run.add_argument("--final", action="store_true",
                      help="the chapter's last step: train on train_valid (no validation) for the submission")
-    run.add_argument("--output-dir", default=DEFAULTS.output_dir)
+    run.add_argument("--output-dir", default=DEFAULTS.output_dir,
+                     help="where the model, submission.csv, metrics and checkpoints go")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --output-dir from its last checkpoint")
@@ -89,7 +90,8 @@ def build_parser():
     recipe.add_argument("--warmup-frac", type=float,
                         help="fraction of all updates warming up linearly from 0 (default: 0.3 for onecycle, "
                              "else 0)")
-    recipe.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing)
+    recipe.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+                        help="targets 1 - E + E/K and E/K instead of one-hot; 0: off")
     recipe.add_argument("--mixup-alpha", type=float, default=DEFAULTS.mixup_alpha,
                         help="Beta(alpha, alpha) mixup; 0: off")
     recipe.add_argument("--tta", choices=TTA_MODES, default=DEFAULTS.tta,

@@ -254,6 +254,7 @@ import mxnet as mx
 from gluon_cifar.errors import InputError
 from gluon_cifar.export import export_model
 from gluon_cifar.model import get_net
+mx.npx.set_np()
 net = get_net([mx.cpu()], num_classes=3)
 net.hybridize()
 net(mx.np.zeros((1, 3, 32, 32)))

@@ -6,8 +6,10 @@ import numpy as onp
 import pytest
 from mxnet import np
 
-from conftest import REFERENCE_PARAMS
+from conftest import CLASSES, REFERENCE_PARAMS, TINY
+from gluon_cifar.data import read_csv_labels, test_transform
 from gluon_cifar.export import export_model, load_exported
+from gluon_cifar.images import read_image
 from gluon_cifar.model import Residual, get_net, resnet18
 
 
@@ -47,8 +49,13 @@ def test_export_reload_gives_the_same_logits(tmp_path):
     onp.testing.assert_allclose(reloaded(X).asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_parameters_load_into_the_chapter_model():
-    if not os.path.isfile(REFERENCE_PARAMS):
-        pytest.skip("../shared/models is not present")
+def test_reference_parameters_load_into_the_chapter_model_and_classify_real_images():
+    if not (os.path.isfile(REFERENCE_PARAMS) and os.path.isdir(TINY)):
+        pytest.skip("../shared is not present")
     net = resnet18(10)
     net.load_parameters(REFERENCE_PARAMS)  # raises if a name or shape differs from the chapter's
+    labels = read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
+    ids = [str(i) for i in range(1, 65)]
+    X = np.stack([test_transform()(read_image(os.path.join(TINY, "train", f"{i}.png"))) for i in ids])
+    predicted = [CLASSES[k] for k in net(X).argmax(axis=1).asnumpy().astype(int)]
+    assert sum(p == labels[i] for p, i in zip(predicted, ids)) >= 0.9 * len(ids)
