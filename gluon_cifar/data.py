@@ -126,8 +126,11 @@ def list_images(folder):
             if entry.name.startswith("."):
                 continue
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() not in IMAGE_EXTENSIONS or not _IMAGE_ID.fullmatch(stem) or not _is_file(entry):
-                raise InputError(f"{entry.path}: not an image named <id>.png")
+            if ext.lower() not in IMAGE_EXTENSIONS or not _IMAGE_ID.fullmatch(stem):
+                raise InputError(f"{entry.path}: not an image named <id>.png (ids are ASCII digits)")
+            if not _is_file(entry):
+                what = "a broken symbolic link" if entry.is_symlink() else "not a regular file"
+                raise InputError(f"{entry.path}: {what}")
             images.append((int(stem), entry.path))
     images.sort()
     for (id_a, path_a), (id_b, path_b) in zip(images, images[1:]):
@@ -196,11 +199,9 @@ def check_reorg_target(reorg_dir):
                          f"(no {OWNER_MARKER} marker): give an empty or new folder")
 
 
-def remove_ours(folder):
-    """Remove `folder`, a folder the package built; refuse, removing nothing, if it lacks the package's
-    marker or holds a file the package does not write (the user's notes put there, say)."""
-    if not os.path.lexists(folder):
-        return
+def check_removable(folder):
+    """Refuse to go on unless `folder` is one the package built and holds only files it writes (a rebuild
+    removes it; the user's notes put there must survive)."""
     if not _made_by_us(folder):
         raise InputError(f"{folder} is in the way and was not made by gluon_cifar: move it away")
     for root, _, names in os.walk(folder):
@@ -208,7 +209,13 @@ def remove_ours(folder):
         if stranger:
             raise InputError(f"{os.path.join(root, stranger)}: gluon_cifar did not write this file; move it "
                              f"out of {folder} (which gluon_cifar rebuilds) and run again")
-    shutil.rmtree(folder)
+
+
+def remove_ours(folder):
+    """Remove `folder` if it exists, after `check_removable`: never a folder or file the package did not make."""
+    if os.path.lexists(folder):
+        check_removable(folder)
+        shutil.rmtree(folder)
 
 
 # Reorganisation into class folders
@@ -374,6 +381,9 @@ def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
     the staging folder of a run killed half way is removed by the next run.
     """
     staging, retired = _sibling(reorg_dir, "partial"), _sibling(reorg_dir, "old")
+    replaced = os.path.isdir(reorg_dir) and os.listdir(reorg_dir)
+    if replaced:
+        check_removable(reorg_dir)  # before any work: an older split, with nothing of the user's in it
     remove_ours(staging)
     remove_ours(retired)
     os.makedirs(staging)
@@ -385,10 +395,10 @@ def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
     except BaseException:
         remove_ours(staging)
         raise
-    if os.path.isdir(reorg_dir) and not os.listdir(reorg_dir):
-        os.rmdir(reorg_dir)  # an empty folder the user made for us
+    if replaced:
+        os.rename(reorg_dir, retired)
     elif os.path.isdir(reorg_dir):
-        os.rename(reorg_dir, retired)  # ours (check_reorg_target): an older split
+        os.rmdir(reorg_dir)  # an empty folder the user made for us
     os.rename(staging, reorg_dir)
     remove_ours(retired)
 
