@@ -35,8 +35,8 @@ OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package bui
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
 _IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
 # The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
-_OUR_FILE = re.compile(r"(\.(?P<inner>.+)\.[^.]+\.tmp)|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|"
-                       r"[0-9]+\.(png|jpe?g)", re.IGNORECASE)
+_OUR_FILE = re.compile(r"\..+\.tmp|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|[0-9]+\.(png|jpe?g)",
+                       re.IGNORECASE)
 log = logging.getLogger("gluon_cifar")
 
 
@@ -87,7 +87,7 @@ def read_csv_labels(fname):
     table.columns = ["id", "label"]
     _first_bad_row(fname, table, "id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number")
     table["id"] = table["id"].map(lambda image_id: str(int(image_id)))  # 007 is image 7
-    problems = table["label"].map(label_problem)
+    problems = table["label"].map({label: label_problem(label) for label in table["label"].unique()})
     for column, bad, what in (
             ("label", table["label"].eq(""), "is empty"),
             ("label", table["label"].ne(table["label"].str.strip()), "has surrounding spaces"),
@@ -106,9 +106,11 @@ def read_csv_labels(fname):
 
 def _case_clash(labels):
     """Rows whose label differs only in case (or Unicode form) from an earlier row's: one folder on macOS."""
-    first = {}
-    return pd.Series([first.setdefault(unicodedata.normalize("NFC", label).casefold(), label) != label
-                      for label in labels], index=labels.index)
+    first, clashing = {}, set()
+    for label in labels.unique():
+        if first.setdefault(unicodedata.normalize("NFC", label).casefold(), label) != label:
+            clashing.add(label)
+    return labels.isin(clashing)
 
 
 def list_images(folder):
