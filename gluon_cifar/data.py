@@ -365,7 +365,11 @@ def unpack_archives(data_dir):
             continue
         import py7zr  # only needed for the competition download
         staging = os.path.join(data_dir, f".{split}.unpacking")
-        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.lexists(staging) and not _made_by_us(staging):
+            raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
+        shutil.rmtree(staging, ignore_errors=True)  # ours: left by a killed unpack
+        os.makedirs(staging)
+        write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
         try:
             with py7zr.SevenZipFile(archive) as z:
                 z.extractall(staging)

@@ -380,3 +380,17 @@ def test_a_read_only_data_folder_says_so_and_suggests_reorg_dir(capfd, read_only
 
 def test_a_missing_data_folder_is_one_line(capfd, tmp_path):
     assert "data folder not found" in refuse(capfd, str(tmp_path / "nothing"))
+
+
+def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path):
+    import py7zr
+    download = tmp_path / "download"
+    (download / ".train.unpacking").mkdir(parents=True)
+    (download / ".train.unpacking" / "draft.txt").write_text("mine")
+    with py7zr.SevenZipFile(download / "train.7z", "w") as z:
+        z.writeall(os.path.join(root, "train"), "train")
+    shutil.copytree(os.path.join(root, "test"), download / "test")
+    shutil.copyfile(os.path.join(root, "trainLabels.csv"), download / "trainLabels.csv")
+    with pytest.raises(InputError, match="not made by gluon_cifar"):
+        data.reorg_cifar10_data(str(download), 0.25)
+    assert (download / ".train.unpacking" / "draft.txt").read_text() == "mine"
