@@ -4,33 +4,72 @@ Kaggle layout in, `train_valid_test/{train,valid,train_valid,test/unknown}` clas
 read back with `ImageFolderDataset` + `transform_first` exactly as the chapter does.
 """
 import collections
+import contextlib
+import fcntl
 import hashlib
+import logging
 import math
 import os
+import re
 import shutil
+import stat
+import unicodedata
 import zipfile
 
 import pandas as pd
-from mxnet import gluon
+from mxnet import gluon, image
 from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
-from .atomic import atomic_path, read_json, write_json
-from .errors import InputError
+from .atomic import read_json, write_json
+from .errors import InputError, shorten
 from .fastdata import fast_loader
-from .images import CIFAR10_MEAN, CIFAR10_STD, IMAGE_SHAPE, image_size, read_image
+from .images import CIFAR10_MEAN, CIFAR10_STD, IMAGE_SHAPE, read_image, read_original
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 REORG_DIRNAME = "train_valid_test"
 SPLITS = ("train", "valid", "train_valid")  # the labelled splits; test/unknown holds the test images
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
-_COMPLETE_MARKER = ".complete.json"
+MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
+OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds
+COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
+_IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
+# The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
+_OUR_FILE = re.compile(r"\..+\.tmp|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|[0-9]+\.(png|jpe?g)",
+                       re.IGNORECASE)
+log = logging.getLogger("gluon_cifar")
 
 
 # Labels and image listing
 
+def label_problem(label):
+    """Why `label` cannot be a class folder's name (labels become folders), or None when it can."""
+    if label in (".", ".."):
+        return "is not a folder name"
+    if "/" in label or "\\" in label:
+        return "contains a path separator"
+    if any(unicodedata.category(c) == "Cc" for c in label):  # NUL, newlines, escapes
+        return "contains a control character"
+    if len(label.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes, the limit of a folder name"
+    return None
+
+
+def _first_bad_row(fname, table, column, bad, what):
+    """Raise the InputError naming the first row where `bad` holds and `what` is wrong there (one reason,
+    or a reason per row); the value is shortened: it may be megabytes long."""
+    if bad.any():
+        row = bad.to_numpy().argmax()
+        value = shorten(repr(table[column].iloc[row]), 80)
+        reason = what.iloc[row] if isinstance(what, pd.Series) else what
+        raise InputError(f"{fname}, line {row + 2}: {column} {value} {reason}")
+
+
 def read_csv_labels(fname):
-    """Read Kaggle's `trainLabels.csv` into {image id (str): class name}, rejecting malformed files."""
+    """Read Kaggle's `trainLabels.csv` into {image id (str): class name}, rejecting malformed files.
+
+    Every label must be usable as one folder name, and at least two classes are needed.
+    """
     if not os.path.isfile(fname):
         raise InputError(f"{fname}: file not found")
     try:
@@ -43,26 +82,43 @@ def read_csv_labels(fname):
         raise InputError(f"{fname}: not a valid CSV file ({str(err).strip().splitlines()[-1]})") from None
     header = list(table.iloc[0].fillna(""))
     if header != ["id", "label"]:
-        raise InputError(f"{fname}: header must be 'id,label', found {','.join(header)!r}")
+        raise InputError(f"{fname}: header must be 'id,label', found {shorten(','.join(header), 80)!r}")
     table = table.iloc[1:].fillna("")
     table.columns = ["id", "label"]
+    _first_bad_row(fname, table, "id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number")
+    table["id"] = table["id"].map(lambda image_id: str(int(image_id)))  # 007 is image 7
+    problems = table["label"].map({label: label_problem(label) for label in table["label"].unique()})
     for column, bad, what in (
-            ("id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number"),
             ("label", table["label"].eq(""), "is empty"),
             ("label", table["label"].ne(table["label"].str.strip()), "has surrounding spaces"),
+            ("label", problems.notna(), problems),
+            ("label", _case_clash(table["label"]), "differs only in case from an earlier label: macOS and "
+                                                   "Windows would put both in one folder"),
             ("id", table["id"].duplicated(), "appears more than once")):
-        if bad.any():
-            row = bad.to_numpy().argmax()
-            raise InputError(f"{fname}, line {row + 2}: {column} {table[column].iloc[row]!r} {what}")
+        _first_bad_row(fname, table, column, bad, what)
     if table.empty:
         raise InputError(f"{fname}: has a header but no rows")
+    if table["label"].nunique() < 2:
+        raise InputError(f"{fname}: every row has the label {shorten(repr(table['label'].iloc[0]), 80)}: "
+                         "a classifier needs at least two classes")
     return dict(zip(table["id"], table["label"]))
+
+
+def _case_clash(labels):
+    """Rows whose label differs only in case (or Unicode form) from an earlier row's: one folder on macOS."""
+    first, clashing = {}, set()
+    for label in labels.unique():
+        if first.setdefault(unicodedata.normalize("NFC", label).casefold(), label) != label:
+            clashing.add(label)
+    return labels.isin(clashing)
 
 
 def list_images(folder):
     """Return [(id, path)] for the `<id>.png` files in `folder`, in numeric id order.
 
-    Hidden files are ignored; any other file is an error, so a stray file is never silently trained on.
+    Ids are ASCII digits only. Hidden files are ignored; any other file, and two files of one id
+    (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently trained on or
+    predicted twice.
     """
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: folder not found")
@@ -72,55 +128,195 @@ def list_images(folder):
             if entry.name.startswith("."):
                 continue
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() not in IMAGE_EXTENSIONS or not stem.isdigit() or not entry.is_file():
-                raise InputError(f"{entry.path}: not an image named <id>.png")
+            if ext.lower() not in IMAGE_EXTENSIONS or not _IMAGE_ID.fullmatch(stem):
+                raise InputError(f"{entry.path}: not an image named <id>.png (ids are ASCII digits)")
+            if not _is_file(entry):
+                what = "a broken symbolic link" if entry.is_symlink() else "not a regular file"
+                raise InputError(f"{entry.path}: {what}")
             images.append((int(stem), entry.path))
     images.sort()
+    for (id_a, path_a), (id_b, path_b) in zip(images, images[1:]):
+        if id_a == id_b:
+            raise InputError(f"{path_a} and {os.path.basename(path_b)} are both image {id_a}: ambiguous, "
+                             "keep one")
     return images
+
+
+def _is_file(entry):
+    """Whether a directory entry is a regular file or a link to one (a link loop is not)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+# Where outputs and the reorganisation may go
+
+def _is_within(path, folder):
+    """Whether real path `path` is `folder` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_location(data_dir, path, what):
+    """Refuse `path` as a folder to write into (`what` names it, e.g. '--output-dir') where it would
+    touch the user's data: the data folder, its `train/` or `test/`, a folder that holds them, or a
+    folder inside `train/` or `test/` (every later run would refuse it as a stray file)."""
+    real = os.path.realpath(path)
+    data = os.path.realpath(data_dir)
+    sources = [data] + [os.path.realpath(os.path.join(data_dir, split)) for split in ("train", "test")]
+    for source in sources:
+        if _is_within(source, real):
+            raise InputError(f"{what} {path} is or holds the data folder's {source}: writing there could "
+                             "replace the data; choose a folder of its own")
+    for source in sources[1:]:
+        if _is_within(real, source):
+            raise InputError(f"{what} {path} is inside {source}, where a folder breaks every later run: "
+                             "choose a folder outside train/ and test/")
+
+
+def check_run_folders(data_dir, reorg_dir, output_dir):
+    """The checks a training run makes before any work: its output and reorganisation folders are kept
+    apart from the data and from each other, and the reorganisation folder is one the package may fill."""
+    reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
+    check_output_location(data_dir, output_dir, "--output-dir")
+    check_output_location(data_dir, reorg_dir, "--reorg-dir")
+    out, reorg = os.path.realpath(output_dir), os.path.realpath(reorg_dir)
+    if _is_within(out, reorg) or _is_within(reorg, out):
+        raise InputError(f"--output-dir {output_dir} and the reorganisation folder {reorg_dir} overlap: "
+                         "a rebuilt reorganisation would take the outputs with it; keep them apart")
+    check_reorg_target(reorg_dir)
+
+
+def _made_by_us(folder):
+    """Whether `folder` carries the package's marker (written first into every folder it builds)."""
+    return os.path.isfile(os.path.join(folder, OWNER_MARKER))
+
+
+def check_reorg_target(reorg_dir):
+    """Refuse a reorganisation folder that exists and is neither empty nor the package's own."""
+    if os.path.lexists(reorg_dir) and not os.path.isdir(reorg_dir):
+        raise InputError(f"--reorg-dir {reorg_dir} exists and is not a folder")
+    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir) and not _made_by_us(reorg_dir):
+        raise InputError(f"--reorg-dir {reorg_dir} holds files and was not made by gluon_cifar "
+                         f"(no {OWNER_MARKER} marker): give an empty or new folder")
+
+
+def check_removable(folder):
+    """Refuse to go on unless `folder` is one the package built and holds only files it writes (a rebuild
+    removes it; the user's notes put there must survive)."""
+    if not _made_by_us(folder):
+        raise InputError(f"{folder} is in the way and was not made by gluon_cifar: move it away")
+    for root, _, names in os.walk(folder):
+        stranger = next((name for name in names if not _OUR_FILE.fullmatch(name)), None)
+        if stranger:
+            raise InputError(f"{os.path.join(root, stranger)}: gluon_cifar did not write this file; move it "
+                             f"out of {folder} (which gluon_cifar rebuilds) and run again")
+
+
+def remove_ours(folder):
+    """Remove `folder` if it exists, after `check_removable`: never a folder or file the package did not make."""
+    if os.path.lexists(folder):
+        check_removable(folder)
+        shutil.rmtree(folder)
 
 
 # Reorganisation into class folders
 
-def _link_or_copy(src, dst):
-    """Hard-link `src` to `dst` (copy where links are impossible).
+def _sibling(reorg_dir, what):
+    """The hidden `.<name>.<what>` beside `reorg_dir`: its lock file, staging and retired folders."""
+    parent, name = os.path.split(os.path.abspath(reorg_dir))
+    return os.path.join(parent, f".{name}.{what}")
 
-    A `dst` that is already a link to `src` is kept; anything else there (say a file left half-copied
-    by an interrupted run) is replaced.
+
+@contextlib.contextmanager
+def exclusive_lock(reorg_dir):
+    """Hold an exclusive lock on `reorg_dir`'s lock file (created beside it), waiting for another run's."""
+    path = _sibling(reorg_dir, "lock")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise InputError(f"cannot write to {os.path.dirname(path)} ({err.strerror}), where the reorganised "
+                         "folders go: pass --reorg-dir with a folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another run's reorganisation of %s", reorg_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def source_files(data_dir, split, reorg_dir):
+    """[(id, path, identity)] of the images of `data_dir/split`.
+
+    A symbolic link is replaced by the regular file it resolves to, which must lie inside the data
+    folder (and not in the reorganisation, which is rebuilt); identity (size, mtime, inode, device)
+    tells a reorganisation made from these very files.
     """
-    if os.path.exists(dst):
-        if os.path.samefile(src, dst):
-            return
-        os.remove(dst)
+    data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
+    files = []
+    for image_id, path in list_images(os.path.join(data_dir, split)):
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            target = os.path.realpath(path)
+            if not _is_within(target, data) or _is_within(target, reorg):
+                raise InputError(f"{path}: a link to {target}, outside the data folder {data_dir}: "
+                                 "copy the file in instead")
+            path, info = target, os.stat(target)
+        files.append((image_id, path, (info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)))
+    return files
+
+
+def _file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def source_stamp(csv_path, valid_ratio, train, test):
+    """What a reorganisation is built from: the CSV's content, every source file's identity, the ratio."""
+    identities = hashlib.sha256()
+    for split, files in (("train", train), ("test", test)):
+        for image_id, _, identity in files:
+            identities.update(f"{split} {image_id} {identity}\n".encode())
+    return {"made_by": "gluon_cifar", "valid_ratio": valid_ratio, "labels_sha256": _file_sha256(csv_path),
+            "sources_sha256": identities.hexdigest(), "num_train": len(train), "num_test": len(test)}
+
+
+def _link_or_copy(src, dst):
+    """Hard-link `src` to `dst` (copy where links are impossible, e.g. across file systems)."""
     try:
         os.link(src, dst)
     except OSError:
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, dst)
 
 
-def _checked_source(path, reorg_dir, split):
-    """Decode `path` fully, so a corrupt image stops the run here and not hours into training.
+def _checked_source(path, reorg_dir, split, name):
+    """Decode `path` fully, as training will, so a bad image stops the run here and not hours into training.
 
     Returns the file to place: `path` itself, or for a size other than 32x32 the 32x32 PNG that
     `read_image` (the prediction path) makes of it, so training, validation and prediction all see
     the same pixels.
     """
-    if image_size(path) == IMAGE_SHAPE[:2]:
+    img = read_original(path)
+    if img.shape[:2] == IMAGE_SHAPE[:2]:
         return path
-    resized = os.path.join(reorg_dir, ".resized", split, os.path.basename(path))
+    resized = os.path.join(reorg_dir, ".resized", split, name)
     os.makedirs(os.path.dirname(resized), exist_ok=True)
-    with atomic_path(resized) as tmp:
-        Image.fromarray(read_image(path).asnumpy()).save(tmp, format="PNG")
+    Image.fromarray(image.imresize(img, *IMAGE_SHAPE[:2]).asnumpy()).save(resized, format="PNG")
     return resized
 
 
-def _place(src, folder):
+def _place(src, folder, name):
     os.makedirs(folder, exist_ok=True)
-    _link_or_copy(src, os.path.join(folder, os.path.basename(src)))
+    _link_or_copy(src, os.path.join(folder, name))
 
 
-def reorg_train_valid(data_dir, labels, valid_ratio, reorg_dir):
-    """Split `data_dir/train` into class folders under `reorg_dir`, as the chapter does.
+def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir):
+    """Split the training images (`source_files` of `train/`) into class folders under `reorg_dir`, as the
+    chapter does.
 
     n is the image count of the rarest class; the first max(1, floor(n * valid_ratio)) images of each
     class (in numeric id order, so the split never depends on listing order) go to `valid/`, the rest
@@ -128,41 +324,37 @@ def reorg_train_valid(data_dir, labels, valid_ratio, reorg_dir):
     """
     if not 0 < valid_ratio < 1:
         raise InputError(f"valid ratio must be between 0 and 1 (exclusive), got {valid_ratio}")
-    images = list_images(os.path.join(data_dir, "train"))
-    unlabelled = [path for image_id, path in images if str(image_id) not in labels]
+    unlabelled = [path for image_id, path, _ in train_files if str(image_id) not in labels]
     if unlabelled:
         raise InputError(f"{unlabelled[0]}: image has no row in trainLabels.csv")
-    image_ids = {str(image_id) for image_id, _ in images}
+    image_ids = {str(image_id) for image_id, _, _ in train_files}
     missing = [image_id for image_id in labels if image_id not in image_ids]
     if missing:
-        raise InputError(f"trainLabels.csv: id {missing[0]} has no image {missing[0]}.png in "
-                         f"{os.path.join(data_dir, 'train')}")
+        raise InputError(f"trainLabels.csv: id {missing[0]} has no image {missing[0]}.png in train/")
     class_sizes = collections.Counter(labels.values())
     rarest, n = class_sizes.most_common()[-1]
     n_valid_per_label = max(1, math.floor(n * valid_ratio))
     if n - n_valid_per_label < 1:
-        raise InputError(f"class {rarest!r} has only {n} image(s): too few to hold out "
+        raise InputError(f"class {shorten(repr(rarest), 80)} has only {n} image(s): too few to hold out "
                          f"{n_valid_per_label} for validation and still train on it")
     label_count = collections.Counter()
-    for image_id, path in images:
-        label = labels[str(image_id)]
-        path = _checked_source(path, reorg_dir, "train")
-        _place(path, os.path.join(reorg_dir, "train_valid", label))
+    for image_id, path, _ in train_files:
+        label, name = labels[str(image_id)], f"{image_id}{os.path.splitext(path)[1]}"
+        path = _checked_source(path, reorg_dir, "train", name)
+        _place(path, os.path.join(reorg_dir, "train_valid", label), name)
         if label_count[label] < n_valid_per_label:
-            _place(path, os.path.join(reorg_dir, "valid", label))
+            _place(path, os.path.join(reorg_dir, "valid", label), name)
             label_count[label] += 1
         else:
-            _place(path, os.path.join(reorg_dir, "train", label))
+            _place(path, os.path.join(reorg_dir, "train", label), name)
     return n_valid_per_label
 
 
-def reorg_test(data_dir, reorg_dir):
+def reorg_test(test_files, reorg_dir):
     """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
-    images = list_images(os.path.join(data_dir, "test"))
-    if not images:
-        raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
-    for _, path in images:
-        _place(_checked_source(path, reorg_dir, "test"), os.path.join(reorg_dir, "test", "unknown"))
+    for image_id, path, _ in test_files:
+        name = f"{image_id}{os.path.splitext(path)[1]}"
+        _place(_checked_source(path, reorg_dir, "test", name), os.path.join(reorg_dir, "test", "unknown"), name)
 
 
 def unpack_archives(data_dir):
@@ -173,7 +365,11 @@ def unpack_archives(data_dir):
             continue
         import py7zr  # only needed for the competition download
         staging = os.path.join(data_dir, f".{split}.unpacking")
-        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.lexists(staging) and not _made_by_us(staging):
+            raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
+        shutil.rmtree(staging, ignore_errors=True)  # ours: left by a killed unpack
+        os.makedirs(staging)
+        write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
         try:
             with py7zr.SevenZipFile(archive) as z:
                 z.extractall(staging)
@@ -184,35 +380,67 @@ def unpack_archives(data_dir):
         shutil.rmtree(staging)
 
 
+def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
+    """Build the reorganisation in a staging folder beside `reorg_dir` and publish it by renaming.
+
+    The completion marker is written last, so a folder without it is never taken for a finished one;
+    the staging folder of a run killed half way is removed by the next run.
+    """
+    staging, retired = _sibling(reorg_dir, "partial"), _sibling(reorg_dir, "old")
+    replaced = os.path.isdir(reorg_dir) and os.listdir(reorg_dir)
+    if replaced:
+        check_removable(reorg_dir)  # before any work: an older split, with nothing of the user's in it
+    remove_ours(staging)
+    remove_ours(retired)
+    os.makedirs(staging)
+    write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
+    try:
+        reorg_train_valid(train, labels, valid_ratio, staging)
+        reorg_test(test, staging)
+        write_json(os.path.join(staging, COMPLETE_MARKER), stamp)
+    except BaseException:
+        remove_ours(staging)
+        raise
+    if replaced:
+        os.rename(reorg_dir, retired)
+    elif os.path.isdir(reorg_dir):
+        os.rmdir(reorg_dir)  # an empty folder the user made for us
+    os.rename(staging, reorg_dir)
+    remove_ours(retired)
+
+
 def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
     """Build `train_valid_test/` from a Kaggle-layout folder; return its path.
 
-    Idempotent: a complete reorganisation for the same data and ratio is reused. Work happens in
-    `<reorg_dir>.partial`, renamed into place only once complete, so an interrupted run is resumed by
-    the next call and a partial folder is never mistaken for a complete one. Sources are only read.
+    Exact reuse: a complete reorganisation is reused only when it was made from the same CSV content,
+    the same source files and the same ratio, and is rebuilt otherwise. One run at a time builds
+    (an exclusive lock beside the folder); the others wait, then reuse it. Sources are only read.
     """
-    unpack_archives(data_dir)
+    if not os.path.isdir(data_dir):
+        raise InputError(f"{data_dir}: data folder not found")
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
-    labels = read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
-    stamp = {"valid_ratio": valid_ratio, "num_labels": len(labels),
-             "num_train_files": len(list_images(os.path.join(data_dir, "train"))),
-             "num_test_files": len(list_images(os.path.join(data_dir, "test")))}
-    if read_json(os.path.join(reorg_dir, _COMPLETE_MARKER)) == stamp:
-        return reorg_dir
-    partial = reorg_dir + ".partial"
-    if read_json(os.path.join(partial, ".stamp.json")) != stamp:
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        write_json(os.path.join(partial, ".stamp.json"), stamp)
-    reorg_train_valid(data_dir, labels, valid_ratio, partial)
-    reorg_test(data_dir, partial)
-    write_json(os.path.join(partial, _COMPLETE_MARKER), stamp)
-    shutil.rmtree(reorg_dir, ignore_errors=True)  # an older split of the same data: derived, safe to drop
-    os.rename(partial, reorg_dir)
+    check_output_location(data_dir, reorg_dir, "the reorganisation folder")
+    check_reorg_target(reorg_dir)
+    with exclusive_lock(reorg_dir):
+        unpack_archives(data_dir)
+        csv_path = os.path.join(data_dir, "trainLabels.csv")
+        labels = read_csv_labels(csv_path)
+        train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
+        if not test:
+            raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
+        stamp = source_stamp(csv_path, valid_ratio, train, test)
+        if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
+            check_reorg_target(reorg_dir)  # again, under the lock
+            _build(train, test, labels, valid_ratio, stamp, reorg_dir)
     return reorg_dir
 
 
 # The demo set
+
+def demo_dir(cache_dir=DEFAULT_CACHE_DIR):
+    """Where `download_demo` puts the demo set."""
+    return os.path.join(os.path.expanduser(cache_dir), "kaggle_cifar10_tiny")
+
 
 def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     """Fetch d2l's `cifar10_tiny` demo set (SHA-1 checked) into `cache_dir`; return its folder."""
@@ -220,7 +448,7 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     from d2l import mxnet as d2l  # heavy (matplotlib, IPython): imported only for the demo
     url, sha1 = d2l.DATA_HUB["cifar10_tiny"]
     cache_dir = os.path.expanduser(cache_dir)
-    folder = os.path.join(cache_dir, "kaggle_cifar10_tiny")
+    folder = demo_dir(cache_dir)
     if os.path.isfile(os.path.join(folder, "trainLabels.csv")):
         return folder
     try:

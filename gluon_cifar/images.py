@@ -5,6 +5,7 @@ these functions, so both sides see the same pixels.
 """
 import queue
 import threading
+import warnings
 
 import cv2
 import mxnet as mx
@@ -22,25 +23,41 @@ INPUT_SHAPE = (3, 32, 32)  # one image as the network takes it (NCHW without the
 
 
 def image_size(path):
-    """(width, height) of the image in `path`, after decoding all of it (a truncated file fails here)."""
+    """(width, height) of the image in `path`, after decoding all of it (a truncated file fails here).
+
+    Images over PIL's limit (`Image.MAX_IMAGE_PIXELS`, about 89 million pixels) are refused before
+    decoding, so a small file that expands to gigabytes cannot exhaust memory.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{path}: cannot decode image ({err})") from None
 
 
-def read_image(path):
-    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted, other sizes resized).
+def read_original(path):
+    """Decode an image at its own size as RGB, with MXNet's decoder (the one `ImageFolderDataset` uses).
 
-    The file is checked first: MXNet reports some broken files only later, from its engine.
+    PIL checks the whole file first (it reports truncation quietly); MXNet then proves it can read it:
+    a float TIFF, a GIF or a WebP named `.png` passes PIL but not MXNet.
     """
     image_size(path)
     try:
         img = image.imread(path, flag=1)
+        img.wait_to_read()  # MXNet's engine reports a failed decode only when the result is used
     except MXNetError:
-        raise InputError(f"{path}: cannot decode image (corrupt or not an image)") from None
+        raise InputError(f"{path}: cannot decode image with MXNet (a format or depth it cannot read)") from None
+    return img
+
+
+def read_image(path):
+    """Decode an image as 32x32 RGB (grayscale, RGBA and palette PNGs are converted, other sizes resized)."""
+    img = read_original(path)
     if img.shape[:2] != IMAGE_SHAPE[:2]:
         img = image.imresize(img, *IMAGE_SHAPE[:2])
     return img

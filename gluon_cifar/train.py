@@ -18,7 +18,8 @@ from mxnet import npx
 from .atomic import atomic_path, write_json
 from .checkpoint import interrupted_message, prepare_output_dir, record_config
 from .config import RunConfig
-from .data import AUGMENTATIONS, download_demo, load_datasets, make_run_loaders, reorg_cifar10_data
+from .data import (AUGMENTATIONS, check_run_folders, demo_dir, download_demo, load_datasets, make_run_loaders,
+                   reorg_cifar10_data)
 from .distributed import (KVSTORES, create_kvstore, default_kvstore, is_distributed, one_worker_at_a_time,
                           rank_and_size)
 from .errors import ArgumentParser, report_input_errors
@@ -135,6 +136,7 @@ def main(argv=None):
     kvstore = create_kvstore(config.kvstore)
     rank, workers = rank_and_size(kvstore)
     out = config.output_dir
+    check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, out)
     checkpoint_dir = prepare_output_dir(out, config.resume, config.overwrite) if rank == 0 else None
 
     # data -> loaders

@@ -15,11 +15,12 @@ def run(module, *args, **kwargs):
 
 
 def snapshot(root, skip=("train_valid_test",)):
-    """{relative path: (sha1, mtime_ns)} of every file under `root`, except derived folders in `skip`."""
+    """{relative path: (sha1, mtime_ns)} of every file under `root`, except what is derived: the folders in
+    `skip` and their hidden lock file and staging folders (`.train_valid_test.lock`, ...)."""
     files = {}
     for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(skip)]
-        for name in names:
+        dirs[:] = [d for d in dirs if not d.lstrip(".").startswith(skip)]
+        for name in [n for n in names if not n.lstrip(".").startswith(skip)]:
             path = os.path.join(folder, name)
             with open(path, "rb") as f:
                 files[os.path.relpath(path, root)] = (hashlib.sha1(f.read()).hexdigest(),

@@ -63,7 +63,7 @@ def test_reorg_is_idempotent_and_leaves_sources_untouched(kaggle_dir):
     assert reorg_cifar10_data(kaggle_dir, 0.3) == reorg
     assert tree_snapshot(reorg) == first
     assert os.stat(os.path.join(reorg, ".complete.json")).st_mtime_ns == marker_mtime  # not redone
-    after = {k: v for k, v in tree_snapshot(kaggle_dir).items() if not k.startswith("train_valid_test")}
+    after = {k: v for k, v in tree_snapshot(kaggle_dir).items() if not k.lstrip(".").startswith("train_valid_test")}
     assert after == before
 
 
@@ -109,7 +109,7 @@ def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, 
     assert tree_snapshot(download / "train") == tree_snapshot(os.path.join(kaggle_dir, "train"))
     assert {c: len(v) for c, v in class_files(reorg, "train_valid").items()} == SIZES
     assert set(os.listdir(download)) == {"test", "test.7z", "train", "train.7z", "train_valid_test",
-                                         "trainLabels.csv"}  # no staging folder left behind
+                                         ".train_valid_test.lock", "trainLabels.csv"}  # no staging left
 
 
 def test_outputs_get_ordinary_file_permissions(tmp_path):

@@ -152,7 +152,7 @@ def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
     script = f"from gluon_cifar.data import reorg_cifar10_data; reorg_cifar10_data({data!r}, 0.1)"
     proc = subprocess.Popen([sys.executable, "-c", script])
     # The first class folder appears with the first image; 2,100 images remain to be placed.
-    wait_for(os.path.join(reorg + ".partial", "train_valid"), proc)
+    wait_for(os.path.join(data, ".train_valid_test.partial", "train_valid"), proc)
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     assert not os.path.exists(reorg), "a partial reorganisation must never take the final name"
@@ -165,9 +165,10 @@ def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
 def test_reorg_repairs_a_partial_folder_with_a_half_written_and_a_missing_file(kaggle_dir):
     sources = snapshot(kaggle_dir)
     reorg = reorg_cifar10_data(kaggle_dir, 0.2)
+    partial = os.path.join(kaggle_dir, ".train_valid_test.partial")
     os.remove(os.path.join(reorg, ".complete.json"))
-    os.rename(reorg, reorg + ".partial")  # as an interrupted run leaves it
-    class_dir = os.path.join(reorg + ".partial", "train_valid", "airplane")
+    os.rename(reorg, partial)  # as an interrupted run leaves it
+    class_dir = os.path.join(partial, "train_valid", "airplane")
     half, missing = sorted(os.listdir(class_dir))[:2]
     data = open(os.path.join(class_dir, half), "rb").read()
     os.remove(os.path.join(class_dir, half))  # (not truncated in place: it is a hard link to the source)
@@ -176,7 +177,7 @@ def test_reorg_repairs_a_partial_folder_with_a_half_written_and_a_missing_file(k
     os.remove(os.path.join(class_dir, missing))
 
     assert reorg_cifar10_data(kaggle_dir, 0.2) == reorg
-    assert not os.path.exists(reorg + ".partial")
+    assert not os.path.exists(partial)
     assert_complete_reorg(kaggle_dir, reorg, per_class=None, valid_per_class=1)
     assert snapshot(kaggle_dir) == sources
 
