@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, write_json
 from .checkpoint import (epoch_seed, interrupted_message, load_checkpoint, prepare_output_dir, record_config,
                          save_checkpoint)
-from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, download_demo, load_datasets, make_loaders,
+from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, demo_data_dir, load_datasets, make_loaders,
                    make_train_transform, reorg_cifar10_data)
 from .distributed import (KVSTORES, average_across_workers, create_kvstore, default_kvstore, is_distributed,
                           job_epoch_stats, one_worker_at_a_time, rank_and_size, trainer_options, worker_shards)
@@ -193,8 +193,11 @@ def build_parser():
                     "write submission.csv. Defaults are the chapter's.")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", help="Kaggle-layout folder (train/, test/, trainLabels.csv, or the "
-                                         ".7z archives); default: download d2l's cifar10_tiny demo set")
+                                         ".7z archives); default: the demo set, see --demo-source")
     data.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where the demo set is cached")
+    data.add_argument("--demo-source", choices=DEMO_SOURCES, default="auto",
+                      help="without --data-dir: the demo set, downloaded or else the small sample bundled with "
+                           "the package (auto), only the download, or only the sample (default: %(default)s)")
     data.add_argument("--reorg-dir", help="where train_valid_test/ goes (default: inside --data-dir)")
     data.add_argument("--valid-ratio", type=float, default=0.1)
     data.add_argument("--batch-size", type=int, default=128)
@@ -300,7 +303,7 @@ def main(argv=None):
     checkpoint_dir = prepare_output_dir(args.output_dir, args.resume, args.overwrite) if rank == 0 else None
 
     with one_worker_at_a_time(kvstore, os.path.expanduser(args.cache_dir)):
-        data_dir = args.data_dir or download_demo(args.cache_dir)
+        data_dir = args.data_dir or demo_data_dir(args.cache_dir, args.demo_source)
         reorg_dir = reorg_cifar10_data(data_dir, args.valid_ratio, args.reorg_dir)
     datasets = load_datasets(reorg_dir)
     train_split = "train_valid" if args.final else "train"
