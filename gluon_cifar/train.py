@@ -194,10 +194,12 @@ def build_parser():
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", help="Kaggle-layout folder (train/, test/, trainLabels.csv, or the "
                                          ".7z archives); default: the demo set, see --demo-source")
-    data.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where the demo set is cached")
+    data.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                      help="where the demo set is cached and the bundled sample unpacked")
     data.add_argument("--demo-source", choices=DEMO_SOURCES, default="auto",
-                      help="without --data-dir: the demo set, downloaded or else the small sample bundled with "
-                           "the package (auto), only the download, or only the sample (default: %(default)s)")
+                      help="without --data-dir: auto is d2l's demo set (cached, else downloaded), else the small "
+                           "sample bundled with the package; download, only the demo set; bundled, only the "
+                           "sample (default: %(default)s)")
     data.add_argument("--reorg-dir", help="where train_valid_test/ goes (default: inside --data-dir)")
     data.add_argument("--valid-ratio", type=float, default=0.1)
     data.add_argument("--batch-size", type=int, default=128)
