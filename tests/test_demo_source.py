@@ -1,10 +1,13 @@
 """The demo data without --data-dir: d2l's demo set when it can be downloaded, else the sample in the package."""
 import collections
+import functools
+import http.server
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 
 import pandas as pd
@@ -62,6 +65,24 @@ def test_under_make_the_messages_name_make_s_variable(offline, monkeypatch, tmp_
         folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
     assert folder == str(tmp_path / "cache" / "demo_sample")
     assert [r.getMessage() for r in caplog.records if "make demo DATA_DIR=/path" in r.getMessage()]
+
+
+def test_a_download_with_the_wrong_sha1_is_removed_and_the_sample_used(tmp_path, monkeypatch, caplog):
+    # A mirror (or a proxy's error page) serving another file: a real HTTP server on this machine.
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "kaggle_cifar10_tiny.zip").write_bytes(b"<html>proxy login</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setenv(data.DEMO_URL_VARIABLE, f"http://127.0.0.1:{server.server_port}/kaggle_cifar10_tiny.zip")
+        with caplog.at_level(logging.WARNING, logger="gluon_cifar"):
+            folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
+        server.shutdown()
+    assert folder == str(tmp_path / "cache" / "demo_sample")
+    assert any("wrong SHA-1" in r.getMessage() and "bundled" in r.getMessage() for r in caplog.records)
+    assert os.listdir(tmp_path / "cache") == ["demo_sample"]  # the bad download removed, nothing else
+    assert sorted(os.listdir(tmp_path)) == ["cache", "www"] and os.listdir(www) == ["kaggle_cifar10_tiny.zip"]
 
 
 def test_the_bundled_sample_is_real_cifar10_in_the_kaggle_layout(tmp_path):
