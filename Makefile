@@ -20,7 +20,7 @@ $(VENV)/installed: setup.py
 	@touch $@
 
 demo: $(VENV)/installed
-	$(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --epochs $(EPOCHS) --batch-size 32 --output-dir out --overwrite
+	GLUON_CIFAR_VIA_MAKE=1 $(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --epochs $(EPOCHS) --batch-size 32 --output-dir out --overwrite
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q tests

@@ -11,7 +11,7 @@ from typing import Optional
 
 import mxnet as mx
 
-from .data import AUGMENTATIONS, DEFAULT_CACHE_DIR, check_loader_options, make_train_transform
+from .data import AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, make_train_transform
 from .distributed import KVSTORES
 from .errors import InputError, shorten
 from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
@@ -26,6 +26,7 @@ class RunConfig:
     # data
     data_dir: Optional[str] = None
     cache_dir: str = DEFAULT_CACHE_DIR
+    demo_source: str = "auto"
     reorg_dir: Optional[str] = None
     valid_ratio: float = 0.1
     batch_size: Optional[int] = None
@@ -76,7 +77,7 @@ class RunConfig:
             self._require(_finite(getattr(self, name)) and 0 <= getattr(self, name) < 1, name,
                      "must be at least 0 and below 1")
         self._require(_finite(self.mixup_alpha) and self.mixup_alpha >= 0, "mixup_alpha", "must be a finite number, at least 0")
-        for name, choices in (("recipe", RECIPES), ("augment", AUGMENTATIONS), ("lr_schedule", SCHEDULES),
+        for name, choices in (("demo_source", DEMO_SOURCES), ("recipe", RECIPES), ("augment", AUGMENTATIONS), ("lr_schedule", SCHEDULES),
                               ("tta", TTA_MODES)):
             self._require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
         self._require(self.kvstore is None or self.kvstore in KVSTORES, "kvstore", f"must be one of {', '.join(KVSTORES)}")

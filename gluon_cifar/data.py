@@ -437,16 +437,30 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
 
 # The demo set
 
+DEMO_SOURCES = ("auto", "download", "bundled")
+DEMO_URL_VARIABLE = "GLUON_CIFAR_DEMO_URL"  # a mirror of d2l's kaggle_cifar10_tiny.zip (same SHA-1)
+BUNDLED_SAMPLE = os.path.join(os.path.dirname(__file__), "demo_sample.zip")
+_SAMPLE_STAMP = ".bundled_sample.json"
+
+
+class DownloadError(InputError):
+    """The demo set could not be fetched: offline, a proxy in the way, or a mirror serving another file."""
+
+
 def demo_dir(cache_dir=DEFAULT_CACHE_DIR):
     """Where `download_demo` puts the demo set."""
     return os.path.join(os.path.expanduser(cache_dir), "kaggle_cifar10_tiny")
 
 
 def download_demo(cache_dir=DEFAULT_CACHE_DIR):
-    """Fetch d2l's `cifar10_tiny` demo set (SHA-1 checked) into `cache_dir`; return its folder."""
+    """Fetch d2l's `cifar10_tiny` demo set (SHA-1 checked) into `cache_dir`; return its folder.
+
+    The URL is d2l's, or the one in the GLUON_CIFAR_DEMO_URL environment variable.
+    """
     import requests
     from d2l import mxnet as d2l  # heavy (matplotlib, IPython): imported only for the demo
     url, sha1 = d2l.DATA_HUB["cifar10_tiny"]
+    url = os.environ.get(DEMO_URL_VARIABLE) or url
     cache_dir = os.path.expanduser(cache_dir)
     folder = demo_dir(cache_dir)
     if os.path.isfile(os.path.join(folder, "trainLabels.csv")):
@@ -454,12 +468,13 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     try:
         zip_path = d2l.download(url, cache_dir, sha1)
     except requests.RequestException as err:
-        raise InputError(f"cannot download the demo set from {url} ({type(err).__name__}); "
-                         f"offline? pass --data-dir with a Kaggle-layout folder instead") from None
+        raise DownloadError(f"cannot download the demo set from {url} ({type(err).__name__})") from None
+    except OSError as err:  # after RequestException, which is one
+        raise InputError(f"cannot write the demo set into {cache_dir}: {err.strerror or err}") from None
     with open(zip_path, "rb") as f:
         if hashlib.sha1(f.read()).hexdigest() != sha1:
             os.remove(zip_path)
-            raise InputError(f"{zip_path}: SHA-1 mismatch with {url}; removed, run again")
+            raise DownloadError(f"the demo set downloaded from {url} has the wrong SHA-1 (removed)")
     staging = folder + ".unpacking"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(zip_path) as z:
@@ -467,6 +482,59 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     os.rename(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
     shutil.rmtree(staging)
     return folder
+
+
+def bundled_sample(cache_dir=DEFAULT_CACHE_DIR):
+    """Unpack the sample shipped in the package into `cache_dir/demo_sample`; return that folder.
+
+    The sample is 40 training images of each class and the 5 test images of d2l's `cifar10_tiny`,
+    Kaggle layout. Training writes inside its data folder, and the package's own folder may be
+    read-only, hence the copy. It is unpacked beside its place and renamed into it once complete;
+    a complete unpack of the same archive is reused, one of an older archive replaced.
+    """
+    with open(BUNDLED_SAMPLE, "rb") as f:
+        stamp = {"sha1": hashlib.sha1(f.read()).hexdigest()}
+    folder = os.path.join(os.path.expanduser(cache_dir), "demo_sample")
+    found = read_json(os.path.join(folder, _SAMPLE_STAMP))
+    if found == stamp:
+        return folder
+    if os.path.exists(folder) and found is None:
+        raise InputError(f"{folder}: exists but is not the bundled sample this package unpacked; "
+                         "move it away or choose another --cache-dir")
+    staging = folder + ".unpacking"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(BUNDLED_SAMPLE) as z:
+            z.extractall(staging)
+        write_json(os.path.join(staging, _SAMPLE_STAMP), stamp)
+        shutil.rmtree(folder, ignore_errors=True)  # an older package's sample, unpacked by us
+        os.rename(staging, folder)
+    except OSError as err:
+        raise InputError(f"cannot unpack the bundled sample into {folder}: {err.strerror or err}") from None
+    return folder
+
+
+def demo_data_dir(cache_dir=DEFAULT_CACHE_DIR, source="auto"):
+    """The Kaggle-layout folder to use when no data folder was given.
+
+    source: "download" is the chapter's demo set (cached, else downloaded) or an error; "bundled" is
+    the small sample shipped in the package; "auto" is the demo set, or the sample when the download
+    fails, saying so in one warning line. Messages name a data folder the way the command was run:
+    `make demo` sets GLUON_CIFAR_VIA_MAKE, and make takes DATA_DIR=, not flags.
+    """
+    if source == "bundled":
+        return bundled_sample(cache_dir)
+    via_make = bool(os.environ.get("GLUON_CIFAR_VIA_MAKE"))
+    own_data = "make demo DATA_DIR=/path" if via_make else "--data-dir /path"
+    try:
+        return download_demo(cache_dir)
+    except DownloadError as err:
+        if source == "download":
+            bundled = "" if via_make else " or use the bundled sample (--demo-source bundled)"
+            raise InputError(f"{err}; offline? name a Kaggle-layout folder ({own_data}){bundled}") from None
+        logging.getLogger("gluon_cifar").warning(
+            f"{err}: training on the small sample bundled with the package instead (your own data: {own_data})")
+    return bundled_sample(cache_dir)
 
 
 # Transforms, datasets and loaders

@@ -18,8 +18,8 @@ from mxnet import npx
 from .atomic import atomic_path, write_json
 from .checkpoint import interrupted_message, prepare_output_dir, record_config
 from .config import RunConfig
-from .data import (AUGMENTATIONS, check_run_folders, demo_dir, download_demo, load_datasets, make_run_loaders,
-                   reorg_cifar10_data)
+from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
+                   make_run_loaders, reorg_cifar10_data)
 from .distributed import (KVSTORES, create_kvstore, default_kvstore, is_distributed, one_worker_at_a_time,
                           rank_and_size)
 from .errors import ArgumentParser, report_input_errors
@@ -40,8 +40,12 @@ def build_parser():
                     "write submission.csv. Defaults are the chapter's (d2l, MXNet tab).")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", help="Kaggle-layout folder (train/, test/, trainLabels.csv, or the "
-                                         ".7z archives); default: d2l's cifar10_tiny demo set")
-    data.add_argument("--cache-dir", default=DEFAULTS.cache_dir, help="where the demo set is cached")
+                                         ".7z archives); default: the demo set, see --demo-source")
+    data.add_argument("--cache-dir", default=DEFAULTS.cache_dir,
+                      help="where the demo set is cached and the bundled sample unpacked")
+    data.add_argument("--demo-source", choices=DEMO_SOURCES, default=DEFAULTS.demo_source,
+                      help="without --data-dir: auto is d2l's demo set (cached, else downloaded), else the small "
+                           "sample bundled with the package; download, only the demo set; bundled, only the sample")
     data.add_argument("--reorg-dir", help="where train_valid_test/ goes (default: inside --data-dir)")
     data.add_argument("--valid-ratio", type=float, default=DEFAULTS.valid_ratio,
                       help="fraction of the rarest class held out per class for validation")
@@ -141,7 +145,7 @@ def main(argv=None):
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
-        data_dir = config.data_dir or download_demo(config.cache_dir)
+        data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
         reorg_dir = reorg_cifar10_data(data_dir, config.valid_ratio, config.reorg_dir)
     datasets = load_datasets(reorg_dir)
     config, notice = config.for_data(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)

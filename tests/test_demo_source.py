@@ -1,0 +1,147 @@
+"""The demo data without --data-dir: d2l's demo set when it can be downloaded, else the sample in the package."""
+import collections
+import functools
+import http.server
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+
+import pandas as pd
+import pytest
+
+from clitools import snapshot
+from conftest import CLASSES, TINY
+from gluon_cifar import data
+from gluon_cifar.errors import InputError
+from gluon_cifar.train import main
+
+UNREACHABLE = "http://127.0.0.1:9/kaggle_cifar10_tiny.zip"  # port 9 (discard): refused at once, no network
+REPO = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv(data.DEMO_URL_VARIABLE, UNREACHABLE)
+    monkeypatch.delenv("GLUON_CIFAR_VIA_MAKE", raising=False)
+
+
+def sample_ids(folder):
+    return sorted(int(name[:-4]) for name in os.listdir(folder))
+
+
+def test_offline_training_falls_back_on_the_bundled_sample(offline, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+         "--batch-size", "32", "--output-dir", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "bundled" in line]
+    assert len(said) == 1 and UNREACHABLE in said[0] and "--data-dir /path" in said[0], result.stderr
+    sample = tmp_path / "cache" / "demo_sample"
+    assert pd.read_csv(out / "submission.csv")["id"].tolist() == sample_ids(sample / "test")
+
+
+def test_download_only_fails_with_one_line(offline, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--demo-source", "download", "--cache-dir", str(tmp_path / "cache"),
+              "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download the demo set from " + UNREACHABLE)
+    assert "--data-dir /path" in lines[0] and "--demo-source bundled" in lines[0]
+    assert not (tmp_path / "cache" / "demo_sample").exists()
+
+
+def test_under_make_the_messages_name_make_s_variable(offline, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("GLUON_CIFAR_VIA_MAKE", "1")
+    with pytest.raises(InputError, match="make demo DATA_DIR=/path") as err:
+        data.demo_data_dir(str(tmp_path / "cache"), "download")
+    assert "--data-dir" not in str(err.value) and "--demo-source" not in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="gluon_cifar"):
+        folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
+    assert folder == str(tmp_path / "cache" / "demo_sample")
+    assert [r.getMessage() for r in caplog.records if "make demo DATA_DIR=/path" in r.getMessage()]
+
+
+def test_a_download_with_the_wrong_sha1_is_removed_and_the_sample_used(tmp_path, monkeypatch, caplog):
+    # A mirror (or a proxy's error page) serving another file: a real HTTP server on this machine.
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "kaggle_cifar10_tiny.zip").write_bytes(b"<html>proxy login</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setenv(data.DEMO_URL_VARIABLE, f"http://127.0.0.1:{server.server_port}/kaggle_cifar10_tiny.zip")
+        with caplog.at_level(logging.WARNING, logger="gluon_cifar"):
+            folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
+        server.shutdown()
+    assert folder == str(tmp_path / "cache" / "demo_sample")
+    assert any("wrong SHA-1" in r.getMessage() and "bundled" in r.getMessage() for r in caplog.records)
+    assert os.listdir(tmp_path / "cache") == ["demo_sample"]  # the bad download removed, nothing else
+    assert sorted(os.listdir(tmp_path)) == ["cache", "www"] and os.listdir(www) == ["kaggle_cifar10_tiny.zip"]
+
+
+def test_the_bundled_sample_is_real_cifar10_in_the_kaggle_layout(tmp_path):
+    with zipfile.ZipFile(data.BUNDLED_SAMPLE) as z:
+        z.extractall(tmp_path)
+    labels = data.read_csv_labels(str(tmp_path / "trainLabels.csv"))  # the package's own checks: header id,label
+    per_class = collections.Counter(labels.values())
+    assert sorted(per_class) == sorted(CLASSES) and len(set(per_class.values())) == 1, per_class
+    assert sorted(map(int, labels)) == sample_ids(tmp_path / "train")
+    assert sample_ids(tmp_path / "test") == [1, 2, 3, 4, 5]
+    assert sorted(os.listdir(tmp_path)) == ["test", "train", "trainLabels.csv"]
+    assert os.path.getsize(data.BUNDLED_SAMPLE) < 2 * 2 ** 20
+    if not os.path.isdir(TINY):
+        pytest.skip("../shared/data/cifar10_tiny is not present")
+    tiny = data.read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
+    assert all(tiny[image_id] == label for image_id, label in labels.items())
+    for split, ids in (("train", labels), ("test", ["1", "2", "3", "4", "5"])):
+        for image_id in ids:
+            with open(tmp_path / split / f"{image_id}.png", "rb") as ours, \
+                    open(os.path.join(TINY, split, f"{image_id}.png"), "rb") as theirs:
+                assert ours.read() == theirs.read(), (split, image_id)
+
+
+def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
+    (tmp_path / "beside.txt").write_text("not ours")
+    cache = tmp_path / "cache"
+    (cache / "demo_sample.unpacking" / "train").mkdir(parents=True)  # an interrupted unpack
+    folder = data.bundled_sample(str(cache))
+    assert sorted(os.listdir(tmp_path)) == ["beside.txt", "cache"]
+    assert os.listdir(cache) == ["demo_sample"]
+    (cache / "demo_sample" / "train_valid_test").mkdir()  # what training adds; reused with the sample
+    before = snapshot(folder, skip=())
+    assert data.bundled_sample(str(cache)) == folder
+    assert snapshot(folder, skip=()) == before and (cache / "demo_sample" / "train_valid_test").is_dir()
+
+
+def test_an_older_unpack_is_replaced_and_a_foreign_folder_refused(tmp_path):
+    folder = data.bundled_sample(str(tmp_path / "cache"))
+    data.write_json(os.path.join(folder, data._SAMPLE_STAMP), {"sha1": "an older package's archive"})
+    os.remove(os.path.join(folder, "trainLabels.csv"))
+    assert data.bundled_sample(str(tmp_path / "cache")) == folder
+    assert os.path.isfile(os.path.join(folder, "trainLabels.csv"))
+
+    foreign = tmp_path / "other" / "demo_sample"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("the user's")
+    with pytest.raises(InputError, match="is not the bundled sample"):
+        data.bundled_sample(str(tmp_path / "other"))
+    assert os.listdir(foreign) == ["notes.txt"] and os.listdir(tmp_path / "other") == ["demo_sample"]
+
+
+def test_setup_py_ships_the_sample(tmp_path):
+    # build_py is the step of `pip wheel` / bdist_wheel that gathers package files: a wheel holds what it puts.
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(REPO, "gluon_cifar"), src / "gluon_cifar",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(REPO, "setup.py"), src)
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
+                   cwd=src, check=True, capture_output=True)
+    with open(tmp_path / "lib" / "gluon_cifar" / "demo_sample.zip", "rb") as built, \
+            open(data.BUNDLED_SAMPLE, "rb") as ours:
+        assert built.read() == ours.read()
