@@ -136,7 +136,7 @@ def _check_trainer_states(path, net):
                     raise InputError(f"{path}: optimizer state {index} is {tuple(array.shape)}, but parameter "
                                      f"{params[index].name} is {params[index].shape} (another model's checkpoint?)")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MXNetError) as err:
+            MXNetError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not the optimizer state of this model ({_reason(err)}); "
                          "--overwrite starts the run afresh") from None
 
@@ -158,7 +158,7 @@ def load_checkpoint(folder, net, trainer):
     devices = next(iter(net.collect_params().values())).list_ctx()
     try:
         net.load_parameters(params_file, ctx=devices)
-    except (MXNetError, AssertionError, ValueError, KeyError) as err:
+    except (MXNetError, UnicodeDecodeError, AssertionError, ValueError, KeyError) as err:
         what = ("not an MXNet parameter file (truncated or damaged?)" if "NDArray file format" in str(err)
                 else f"does not fit this model ({_reason(err)})")
         raise InputError(f"{params_file}: {what}; --overwrite starts the run afresh") from None
@@ -244,6 +244,8 @@ def _refuse_foreign(out):
 
 
 def _apply_policy(output, resume, overwrite):
+    if os.path.islink(output.checkpoints) or os.path.lexists(output.checkpoints) and not os.path.isdir(output.checkpoints):
+        raise InputError(f"{output.checkpoints} is not the folder a run makes (a link or a file): move it")
     has_checkpoint = latest_checkpoint(output.checkpoints) is not None
     if resume and not has_checkpoint:
         raise InputError(f"--resume: {output.checkpoints} holds no checkpoint to resume from")
@@ -253,14 +255,21 @@ def _apply_policy(output, resume, overwrite):
         shown = ", ".join(([CHECKPOINT_DIRNAME] if has_checkpoint else []) + previous[:3])
         raise InputError(f"{output.path} already holds a run ({shown}): pass --resume to continue it, "
                          "--overwrite to replace it, or another --output-dir")
-    if not os.path.exists(output.marker):
-        output.set_written([])
+    checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
+    stale = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints)
+             if _STAGING_DIR.fullmatch(name) or (overwrite and _EPOCH_DIR.fullmatch(name))]
+    for folder in stale:
+        foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES)) if os.path.isdir(folder) else [folder]
+        if foreign and _EPOCH_DIR.fullmatch(os.path.basename(folder)):
+            raise InputError(f"{folder} holds files a run does not write ({', '.join(foreign[:3])}): move them "
+                             "elsewhere so that --overwrite can replace this checkpoint")
+    # Checked: now the changes. A staging folder holding something else keeps it.
+    for folder in stale:
+        remove_checkpoint_folder(folder)
     for name in OUTPUT_FILES + (CONFIG_FILENAME, RUN_MARKER):
         remove_stale_staging(os.path.join(output.path, name))
-    if os.path.isdir(output.checkpoints):
-        for name in os.listdir(output.checkpoints):
-            if _STAGING_DIR.fullmatch(name) or (overwrite and _EPOCH_DIR.fullmatch(name)):
-                remove_checkpoint_folder(os.path.join(output.checkpoints, name))
+    if not resume:  # the outputs there (an --overwrite'n run's) are not this run's
+        output.set_written([])
 
 
 def record_config(out, config, resume=False):

@@ -108,7 +108,7 @@ def read_symbol(path):
     """The graph in an MXNet symbol file (a legacy Symbol)."""
     try:
         return mx.sym.load(path)
-    except mx.base.MXNetError:
+    except (mx.base.MXNetError, UnicodeDecodeError):  # (MXNet cannot decode its message about binary garbage)
         raise InputError(f"{path}: not an MXNet symbol file (truncated or damaged?)") from None
 
 
@@ -178,7 +178,7 @@ def load_params(params_file):
     """Read exported parameters into {name: NDArray}, without the `arg:`/`aux:` prefixes."""
     try:
         params = mx.nd.load(params_file)
-    except mx.base.MXNetError:
+    except (mx.base.MXNetError, UnicodeDecodeError):
         params = None
     if not isinstance(params, dict):
         raise InputError(f"{params_file}: not an MXNet parameter file (truncated or damaged?)")

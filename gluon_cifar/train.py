@@ -126,6 +126,7 @@ def write_outputs(output, net, history, classes, test_dir, config, device):
     submission.csv, each recorded in the folder's marker once complete, so `--resume` redoes what a stop cut."""
     check_finite(net, len(history))
     out, done = output.path, []
+    output.set_written(done)  # from here until each is rewritten, what is there is an earlier run's
 
     def finished(*names):
         done.extend(names)
@@ -182,7 +183,6 @@ def run(config, argv, kvstore, output):
             log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
                      config.epochs)
             return
-        output.set_written([])  # until each is rewritten: what a stop from here on leaves is not this run's
     if rank == 0 and workers > 1:
         log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
                  "learning rate is scaled linearly with the workers: effective %g", config.kvstore, workers,
