@@ -25,12 +25,14 @@ import re
 import shlex
 import tempfile
 
+import mxnet as mx
 import numpy as onp
 from mxnet.base import MXNetError
 
 from .atomic import read_json, remove_stale_staging, write_error, write_json
 from .config import changed_settings
 from .errors import InputError
+from .images import INPUT_SHAPE
 
 CHECKPOINT_DIRNAME = "checkpoint"
 CHECKPOINT_FILES = ("net.params", "trainer.states", "history.json")
@@ -123,9 +125,9 @@ def read_history(path):
     return history
 
 
-def _check_trainer_states(path, net):
-    """Refuse a `trainer.states` file that does not hold optimizer states for `net`'s parameters."""
-    params = list(net.collect_params().values())  # the Trainer's order (loop.make_trainer)
+def _check_trainer_states(path, trainer):
+    """Refuse a `trainer.states` file that does not hold optimizer states for `trainer`'s parameters."""
+    params = trainer._params  # the states are numbered in this order, which MXNet keeps only here
     try:
         with open(path, "rb") as f:
             states, _ = pickle.load(f)
@@ -156,13 +158,17 @@ def load_checkpoint(folder, net, trainer):
     history = read_history(path)
     params_file, states_file = os.path.join(path, "net.params"), os.path.join(path, "trainer.states")
     devices = next(iter(net.collect_params().values())).list_ctx()
+    if any(size <= 0 for p in net.collect_params().values() for size in p.shape):
+        # Trace the graph while the shapes are still unknown, as a fresh run's first batch does: the export
+        # is then the uninterrupted run's, byte for byte (inference mode: the weights are replaced next).
+        net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))
     try:
         net.load_parameters(params_file, ctx=devices)
     except (MXNetError, UnicodeDecodeError, AssertionError, ValueError, KeyError) as err:
         what = ("not an MXNet parameter file (truncated or damaged?)" if "NDArray file format" in str(err)
                 else f"does not fit this model ({_reason(err)})")
         raise InputError(f"{params_file}: {what}; --overwrite starts the run afresh") from None
-    _check_trainer_states(states_file, net)
+    _check_trainer_states(states_file, trainer)
     trainer.load_states(states_file)
     log.info("resuming from %s: %d epoch(s) done", path, len(history))
     return history
@@ -206,19 +212,14 @@ def use_output_dir(out, resume=False, overwrite=False):
     """
     _make_writable_folder(out)
     _refuse_foreign(out)
-    with open(os.path.join(out, LOCK_FILE), "a+") as lock:
+    with open(os.path.join(out, LOCK_FILE), "a") as lock:  # created once, never written: a lock, no content
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip()
-            raise InputError(f"{out} is in use by another run{f' (process {holder})' if holder else ''}: wait "
-                             "for it to finish, or choose another --output-dir") from None
+            raise InputError(f"{out} is in use by another run: wait for it to finish, or choose another "
+                             "--output-dir") from None
         except OSError as err:
             raise InputError(f"cannot lock {out} for this run: {err.strerror or err}") from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
         _refuse_foreign(out)  # again, now that no other run can change it
         output = OutputDir(out)
         _apply_policy(output, resume, overwrite)

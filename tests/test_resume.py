@@ -82,7 +82,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
 
     kept = snapshot(out)
     changed = run("train", *train_args(odd_kaggle_dir, out, "--resume", "--lr", "0.5"))
-    assert_one_error_line(changed, "--resume continues the run as it was started", "--lr was 0.02 and is now 0.5")
+    assert_one_error_line(changed, "--resume continues the run as it was started", "--lr was 0.1 and is now 0.5")
     assert snapshot(out) == kept
 
 

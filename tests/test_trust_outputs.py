@@ -19,7 +19,7 @@ import pytest
 from clitools import assert_one_error_line, command, run, snapshot
 from conftest import make_kaggle_dir
 from gluon_cifar import export, predict, train
-from gluon_cifar.checkpoint import LOCK_FILE, OUTPUT_FILES, RUN_MARKER, use_output_dir
+from gluon_cifar.checkpoint import OUTPUT_FILES, RUN_MARKER, use_output_dir
 from gluon_cifar.model import get_net
 
 TIMINGS = ("seconds", "examples")  # history keys that differ between two runs of the same computation
@@ -39,9 +39,6 @@ def refused(main, argv, capsys, *fragments):
     return lines[-1]
 
 
-def kept(folder):
-    """`snapshot(folder)` without the lock file, whose content names the last process that held it."""
-    return {path: state for path, state in snapshot(folder).items() if os.path.basename(path) != LOCK_FILE}
 
 
 def train_argv(data_dir, out, *extra):
@@ -113,9 +110,9 @@ def test_a_folder_the_package_did_not_make_is_refused_unless_empty(data_dir, tmp
 
 
 def test_a_previous_run_is_refused_without_resume_or_overwrite(run_copy, data_dir, capsys):
-    before = kept(run_copy)
+    before = snapshot(run_copy)
     refused(train.main, train_argv(data_dir, run_copy), capsys, "already holds a run", "--resume", "--overwrite")
-    assert kept(run_copy) == before
+    assert snapshot(run_copy) == before
 
 
 def user_files(out):
@@ -147,10 +144,10 @@ def test_overwrite_removes_only_what_a_run_wrote(run_copy, data_dir):
 def test_overwrite_refuses_a_checkpoint_holding_a_file_of_the_users(run_copy, data_dir, capsys):
     """Refused before anything is removed: the checkpoint could not be replaced without losing the file."""
     (run_copy / "checkpoint" / "epoch-0001" / "mine.txt").write_text("mine")
-    before = kept(run_copy)
+    before = snapshot(run_copy)
     refused(train.main, train_argv(data_dir, run_copy, "--overwrite"), capsys, "epoch-0001", "mine.txt",
             "move them elsewhere")
-    assert kept(run_copy) == before
+    assert snapshot(run_copy) == before
 
 
 def test_overwrite_removes_checkpoints_file_by_file(run_copy):
@@ -169,10 +166,9 @@ def test_overwrite_removes_checkpoints_file_by_file(run_copy):
 
 def test_a_folder_in_use_by_another_run_is_refused(run_copy, data_dir, capsys):
     with use_output_dir(str(run_copy), resume=True):
-        before = kept(run_copy)
-        refused(train.main, train_argv(data_dir, run_copy, "--resume"), capsys, "in use by another run",
-                f"process {os.getpid()}")
-        assert kept(run_copy) == before
+        before = snapshot(run_copy)
+        refused(train.main, train_argv(data_dir, run_copy, "--resume"), capsys, "in use by another run")
+        assert snapshot(run_copy) == before
     train.main(train_argv(data_dir, run_copy, "--resume"))  # released: nothing to do, exit 0
     assert "nothing to do" in capsys.readouterr().err
 
@@ -223,12 +219,12 @@ def test_onnx_export_by_default_keeps_the_models_class_file(finished, tmp_path, 
 # Every stop is resumable: what a stop after the last checkpoint leaves, completed by --resume
 
 def test_resume_of_a_finished_run_redoes_nothing(run_copy, data_dir, capsys):
-    before = kept(run_copy)
+    before = snapshot(run_copy)
     train.main(train_argv(data_dir, run_copy, "--resume"))
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.strip()] == [
         f"{run_copy}: this run is finished (1 epoch(s), every output written): nothing to do"]
-    assert kept(run_copy) == before
+    assert snapshot(run_copy) == before
 
 
 def param_values(prefix):
@@ -423,9 +419,9 @@ def test_resume_names_a_damaged_checkpoint_file(run_copy, data_dir, tmp_path, ca
         shutil.copyfile(other_checkpoint_file(tmp_path, file), path)
     else:
         damage(path)
-    before = kept(run_copy)
+    before = snapshot(run_copy)
     refused(train.main, train_argv(data_dir, run_copy, "--resume"), capsys, str(path), fragment)
-    assert kept(run_copy) == before
+    assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize("content", [None, b"{not json"])
@@ -438,11 +434,11 @@ def test_resume_refuses_a_missing_or_damaged_config(run_copy, data_dir, capsys, 
 # Divergence: one line, no export over the last good model, no NaN in metrics.json
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(run_copy, data_dir, capsys):
-    before = kept(run_copy)
+    before = snapshot(run_copy)
     line = refused(train.main, train_argv(data_dir, run_copy, "--overwrite", "--lr", "1e6"), capsys,
                    "epoch 1", "diverged", "lower --lr")
     assert "batch" in line
-    after = kept(run_copy)
+    after = snapshot(run_copy)
     for name in OUTPUT_FILES:  # the previous run's model, submission and metrics, untouched
         assert after[name] == before[name], name
     assert not os.path.exists(run_copy / "checkpoint" / "epoch-0001")
