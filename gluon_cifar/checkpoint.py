@@ -93,7 +93,10 @@ def save_checkpoint(folder, net, trainer, history):
 
 
 def remove_checkpoint_folder(path):
-    """Remove the files a checkpoint holds, then the folder, unless something else is in it (not ours)."""
+    """Remove the files a checkpoint holds, then the folder, unless something else is in it (not ours).
+    A link or a file under a checkpoint's name is not a folder a run made: left alone."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return
     for name in CHECKPOINT_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(path, name))
@@ -245,7 +248,8 @@ def _refuse_foreign(out):
 
 
 def _apply_policy(output, resume, overwrite):
-    if os.path.islink(output.checkpoints) or os.path.lexists(output.checkpoints) and not os.path.isdir(output.checkpoints):
+    if os.path.lexists(output.checkpoints) and (os.path.islink(output.checkpoints)
+                                                or not os.path.isdir(output.checkpoints)):
         raise InputError(f"{output.checkpoints} is not the folder a run makes (a link or a file): move it")
     has_checkpoint = latest_checkpoint(output.checkpoints) is not None
     if resume and not has_checkpoint:
@@ -259,9 +263,11 @@ def _apply_policy(output, resume, overwrite):
     checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
     stale = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints)
              if _STAGING_DIR.fullmatch(name) or (overwrite and _EPOCH_DIR.fullmatch(name))]
-    for folder in stale:
-        foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES)) if os.path.isdir(folder) else [folder]
-        if foreign and _EPOCH_DIR.fullmatch(os.path.basename(folder)):
+    for folder in (path for path in stale if _EPOCH_DIR.fullmatch(os.path.basename(path))):
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            raise InputError(f"{folder} is not a checkpoint a run made (a link or a file): move it")
+        foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES))
+        if foreign:
             raise InputError(f"{folder} holds files a run does not write ({', '.join(foreign[:3])}): move them "
                              "elsewhere so that --overwrite can replace this checkpoint")
     # Checked: now the changes. A staging folder holding something else keeps it.

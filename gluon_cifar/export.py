@@ -15,7 +15,7 @@ import warnings
 
 import mxnet as mx
 import numpy as onp
-from mxnet import gluon
+from mxnet import gluon, npx
 
 from .atomic import atomic_path, check_not_an_input, stale_staging, write_error, write_json
 from .errors import ArgumentParser, InputError, report_input_errors, shorten
@@ -245,6 +245,7 @@ def build_parser():
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    npx.set_np()  # the parameters were saved in NumPy shape semantics, and load only in them
     output = args.onnx or f"{args.model}.onnx"
     classes_file = export_onnx(args.model, output)
     print(f"wrote {output} and {classes_file}")

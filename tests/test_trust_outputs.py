@@ -164,6 +164,28 @@ def test_overwrite_removes_checkpoints_file_by_file(run_copy):
     assert os.listdir(run_copy / "checkpoint" / ".epoch-0003.partial") == ["mine.txt"]
 
 
+@pytest.mark.parametrize("what", ["checkpoint", "checkpoint/epoch-0001"])
+def test_overwrite_never_follows_a_link_out_of_the_run_folder(run_copy, data_dir, tmp_path, capsys, what):
+    elsewhere = tmp_path / "elsewhere"
+    os.makedirs(elsewhere)
+    for name in ("net.params", "trainer.states", "history.json", "epoch-0001"):
+        (elsewhere / name).write_text("mine")
+    shutil.rmtree(run_copy / what)
+    os.symlink(elsewhere, run_copy / what)
+    before = snapshot(elsewhere)
+    refused(train.main, train_argv(data_dir, run_copy, "--overwrite"), capsys, str(run_copy / what))
+    assert snapshot(elsewhere) == before
+
+
+def test_predict_never_writes_over_a_hard_link_to_its_model(finished, data_dir, tmp_path, capsys):
+    prefix = exported_copy(finished, tmp_path)
+    os.link(export.exported_files(prefix)["params"], tmp_path / "sub.csv")
+    before = snapshot(tmp_path)
+    refused(predict.main, ["--model", prefix, "--images", os.path.join(data_dir, "test"), "--output",
+                           tmp_path / "sub.csv"], capsys, "is an input of this command")
+    assert snapshot(tmp_path) == before
+
+
 def test_a_folder_in_use_by_another_run_is_refused(run_copy, data_dir, capsys):
     with use_output_dir(str(run_copy), resume=True):
         before = snapshot(run_copy)
@@ -206,11 +228,13 @@ def test_onnx_export_never_replaces_the_model_it_converts(finished, tmp_path, ca
     assert snapshot(tmp_path) == before
 
 
-def test_onnx_export_by_default_keeps_the_models_class_file(finished, tmp_path, capsys):
-    """The default FILE, PREFIX.onnx, has PREFIX-classes.json beside it: the model's own, left as it is."""
+def test_onnx_export_command_by_default_keeps_the_models_class_file(finished, tmp_path):
+    """The default FILE, PREFIX.onnx, has PREFIX-classes.json beside it: the model's own, left as it is.
+    (Through the command: it must set MXNet's NumPy mode itself to read the parameters.)"""
     prefix = exported_copy(finished, tmp_path)
     before = snapshot(tmp_path)
-    export.main(["--model", prefix, "--onnx"])
+    result = run("export", "--model", prefix, "--onnx")
+    assert result.returncode == 0, result.stderr
     after = snapshot(tmp_path)
     assert (tmp_path / "model.onnx").is_file()
     assert {name: after[name] for name in before} == before
