@@ -6,27 +6,44 @@ entry per finished epoch). The three are written into a hidden staging folder th
 place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
 `OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
+The output folder is the package's own: `OUT/.gluon_cifar-run` marks it and lists the outputs the run
+has finished writing (so `--resume` knows what is missing), and the run holds a lock on
+`OUT/.gluon_cifar-run.lock` while it uses the folder. A folder the package did not make is used only when
+empty; `--overwrite` removes only the files a run writes.
+
 Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
 NumPy's (DataLoader shuffling) and Python's (random crops) generators seeded by `epoch_seed(seed,
 epoch)`; the epoch number in a checkpoint therefore fixes the random stream of the rest of the run.
 """
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import pickle
 import re
 import shlex
-import shutil
 import tempfile
 
+import mxnet as mx
 import numpy as onp
 from mxnet.base import MXNetError
 
-from .atomic import read_json, write_error, write_json
+from .atomic import read_json, remove_stale_staging, write_error, write_json
 from .config import changed_settings
 from .errors import InputError
+from .images import INPUT_SHAPE
 
 CHECKPOINT_DIRNAME = "checkpoint"
+CHECKPOINT_FILES = ("net.params", "trainer.states", "history.json")
+CONFIG_FILENAME = "config.json"
+# what a finished run leaves in its folder, beside config.json and checkpoint/
+OUTPUT_FILES = ("metrics.json", "curves.png", "model-symbol.json", "model-0000.params", "model-classes.json",
+                "submission.csv")
+RUN_MARKER = ".gluon_cifar-run"
+LOCK_FILE = RUN_MARKER + ".lock"
 _EPOCH_DIR = re.compile(r"epoch-(\d+)")
+_STAGING_DIR = re.compile(r"\.epoch-\d+\.partial")  # a checkpoint being saved
 log = logging.getLogger("gluon_cifar")
 
 
@@ -43,85 +60,240 @@ def latest_checkpoint(folder):
     return os.path.join(folder, f"epoch-{max(epochs):04d}") if epochs else None
 
 
+def check_finite(net, epoch):
+    """Refuse weights that are no longer finite (a diverged run) before they reach a checkpoint or an export."""
+    if not all(onp.isfinite(p.data().asnumpy()).all() for p in net.collect_params().values()):
+        raise InputError(f"epoch {epoch}: the weights are no longer finite: training diverged; lower --lr; "
+                         "the last checkpoint and model are kept")
+
+
 def save_checkpoint(folder, net, trainer, history):
-    """Save parameters, trainer state and history after epoch `len(history)`, as one atomic step."""
+    """Save parameters, trainer state and history after epoch `len(history)`, as one atomic step.
+
+    Weights that are no longer finite (a diverged run) are refused: the last good checkpoint stays.
+    """
     final = os.path.join(folder, f"epoch-{len(history):04d}")
+    check_finite(net, len(history))
     staging = os.path.join(folder, f".epoch-{len(history):04d}.partial")
     try:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_checkpoint_folder(staging)
         os.makedirs(staging)
         net.save_parameters(os.path.join(staging, "net.params"))
         trainer.save_states(os.path.join(staging, "trainer.states"))
         with open(os.path.join(staging, "history.json"), "w") as f:
             json.dump(history, f, indent=1)
-        shutil.rmtree(final, ignore_errors=True)
+        remove_checkpoint_folder(final)
         os.rename(staging, final)
     except (OSError, MXNetError) as err:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_checkpoint_folder(staging)
         raise write_error(final, err) from None
     for name in os.listdir(folder):  # older epochs and staging folders of interrupted saves
-        if name.startswith(("epoch-", ".epoch-")) and name != os.path.basename(final):
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        if (_EPOCH_DIR.fullmatch(name) or _STAGING_DIR.fullmatch(name)) and name != os.path.basename(final):
+            remove_checkpoint_folder(os.path.join(folder, name))
+
+
+def remove_checkpoint_folder(path):
+    """Remove the files a checkpoint holds, then the folder, unless something else is in it (not ours).
+    A link or a file under a checkpoint's name is not a folder a run made: left alone."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return
+    for name in CHECKPOINT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, name))
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(path)
+
+
+def _reason(err):
+    """The last line of an MXNet or Python error, without MXNet's traceback and prefixes."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    return lines[-1].split("MXNetError: ")[-1]
+
+
+def read_history(path):
+    """The per-epoch history of the checkpoint folder `path` (a list of one dict per epoch, 1, 2, ...)."""
+    file = os.path.join(path, "history.json")
+    try:
+        with open(file) as f:
+            history = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{file}: missing from the checkpoint; --overwrite starts the run afresh") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{file}: not valid JSON ({_reason(err)}); --overwrite starts the run afresh") from None
+    epoch = int(_EPOCH_DIR.fullmatch(os.path.basename(path)).group(1))
+    if (not isinstance(history, list) or len(history) != epoch
+            or any(not isinstance(h, dict) or h.get("epoch") != i for i, h in enumerate(history, start=1))):
+        raise InputError(f"{file}: not the history of {epoch} epoch(s) (one entry per epoch, numbered from 1); "
+                         "--overwrite starts the run afresh")
+    return history
+
+
+def _check_trainer_states(path, trainer):
+    """Refuse a `trainer.states` file that does not hold optimizer states for `trainer`'s parameters."""
+    params = trainer._params  # the states are numbered in this order, which MXNet keeps only here
+    try:
+        with open(path, "rb") as f:
+            states, _ = pickle.load(f)
+        for index, state in states.items():
+            arrays = state if isinstance(state, (tuple, list)) else [state]
+            for array in arrays:
+                if array is not None and tuple(array.shape) != params[index].shape:
+                    raise InputError(f"{path}: optimizer state {index} is {tuple(array.shape)}, but parameter "
+                                     f"{params[index].name} is {params[index].shape} (another model's checkpoint?)")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MXNetError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not the optimizer state of this model ({_reason(err)}); "
+                         "--overwrite starts the run afresh") from None
 
 
 def load_checkpoint(folder, net, trainer):
-    """Restore the newest checkpoint of `folder` into `net` and `trainer`; return its history."""
+    """Restore the newest checkpoint of `folder` into `net` and `trainer`; return its history.
+
+    A missing, damaged or mismatched file is refused with one line naming it.
+    """
     path = latest_checkpoint(folder)
     if path is None:
         raise InputError(f"{folder}: no checkpoint to resume from")
+    for name in CHECKPOINT_FILES:
+        if not os.path.isfile(os.path.join(path, name)):
+            raise InputError(f"{os.path.join(path, name)}: missing from the checkpoint; "
+                             "--overwrite starts the run afresh")
+    history = read_history(path)
+    params_file, states_file = os.path.join(path, "net.params"), os.path.join(path, "trainer.states")
     devices = next(iter(net.collect_params().values())).list_ctx()
-    net.load_parameters(os.path.join(path, "net.params"), ctx=devices)
-    trainer.load_states(os.path.join(path, "trainer.states"))
-    with open(os.path.join(path, "history.json")) as f:
-        history = json.load(f)
+    if any(size <= 0 for p in net.collect_params().values() for size in p.shape):
+        # Trace the graph while the shapes are still unknown, as a fresh run's first batch does: the export
+        # is then the uninterrupted run's, byte for byte (inference mode: the weights are replaced next).
+        net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))
+    try:
+        net.load_parameters(params_file, ctx=devices)
+    except (MXNetError, UnicodeDecodeError, AssertionError, ValueError, KeyError) as err:
+        what = ("not an MXNet parameter file (truncated or damaged?)" if "NDArray file format" in str(err)
+                else f"does not fit this model ({_reason(err)})")
+        raise InputError(f"{params_file}: {what}; --overwrite starts the run afresh") from None
+    _check_trainer_states(states_file, trainer)
+    trainer.load_states(states_file)
     log.info("resuming from %s: %d epoch(s) done", path, len(history))
     return history
 
 
-def prepare_output_dir(out, resume=False, overwrite=False):
-    """Create `out` and apply the output-folder policy; return its checkpoint folder.
+# The output folder
 
-    A folder holding anything already (a previous run?) is refused, so two runs never mix, unless
-    `resume` (continue the run whose checkpoint is there) or `overwrite` (start afresh: the old
-    checkpoint is removed now, the old outputs are replaced as the new run writes them). A checkpoint
-    folder without a checkpoint (a run stopped in its first epoch) does not count.
+class OutputDir:
+    """A run's output folder, claimed by the package's marker; see `use_output_dir`."""
+
+    def __init__(self, path):
+        self.path = path
+        self.checkpoints = os.path.join(path, CHECKPOINT_DIRNAME)
+        self.marker = os.path.join(path, RUN_MARKER)
+
+    def written(self):
+        """The outputs (OUTPUT_FILES) the run has finished writing, as the marker lists them."""
+        listed = (read_json(self.marker) or {}).get("written", [])
+        return [name for name in OUTPUT_FILES if name in listed and os.path.isfile(os.path.join(self.path, name))]
+
+    def set_written(self, names):
+        """Record that the run has finished writing `names` (and no other output)."""
+        write_json(self.marker, {"package": "gluon_cifar", "written": list(names)})
+
+    def finished(self, epochs):
+        """Whether every epoch up to `epochs` is checkpointed and every output written."""
+        path = latest_checkpoint(self.checkpoints)
+        return (path is not None and len(read_history(path)) >= epochs
+                and len(self.written()) == len(OUTPUT_FILES))
+
+
+@contextlib.contextmanager
+def use_output_dir(out, resume=False, overwrite=False):
+    """Claim and lock the output folder `out` for one run; yield its OutputDir.
+
+    The policy: a folder the package did not make (no marker) is used only when empty. A folder holding a
+    previous run is refused, so two runs never mix, unless `resume` (continue the run whose checkpoint is
+    there) or `overwrite` (start afresh: the old checkpoint is removed now, the old outputs are replaced as
+    the new run writes them). Another run using `out` now holds its lock: refused. Staging files that killed
+    writes left are removed.
     """
-    checkpoints = os.path.join(out, CHECKPOINT_DIRNAME)
+    _make_writable_folder(out)
+    _refuse_foreign(out)
+    with open(os.path.join(out, LOCK_FILE), "a") as lock:  # created once, never written: a lock, no content
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{out} is in use by another run: wait for it to finish, or choose another "
+                             "--output-dir") from None
+        except OSError as err:
+            raise InputError(f"cannot lock {out} for this run: {err.strerror or err}") from None
+        _refuse_foreign(out)  # again, now that no other run can change it
+        output = OutputDir(out)
+        _apply_policy(output, resume, overwrite)
+        yield output
+
+
+def _make_writable_folder(out):
     try:
         os.makedirs(out, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass  # a write probe: no permission, a read-only mount, ... fail here, not after training
-        entries = os.listdir(out)
     except OSError as err:
         raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
-    has_checkpoint = latest_checkpoint(checkpoints) is not None
+
+
+def _refuse_foreign(out):
+    """Refuse a folder that holds anything but does not carry the package's marker."""
+    entries = sorted(set(os.listdir(out)) - {LOCK_FILE})
+    if entries and RUN_MARKER not in entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(f"{out} holds files that are not a gluon_cifar run ({shown}): choose an empty or new "
+                         "--output-dir")
+
+
+def _apply_policy(output, resume, overwrite):
+    if os.path.lexists(output.checkpoints) and (os.path.islink(output.checkpoints)
+                                                or not os.path.isdir(output.checkpoints)):
+        raise InputError(f"{output.checkpoints} is not the folder a run makes (a link or a file): move it")
+    has_checkpoint = latest_checkpoint(output.checkpoints) is not None
     if resume and not has_checkpoint:
-        raise InputError(f"--resume: {checkpoints} holds no checkpoint to resume from")
+        raise InputError(f"--resume: {output.checkpoints} holds no checkpoint to resume from")
     # a run that stopped before its first checkpoint leaves only its settings: that does not count
-    previous = sorted(e for e in entries if has_checkpoint or e not in (CHECKPOINT_DIRNAME, CONFIG_FILENAME))
-    if previous and not (resume or overwrite):
-        shown = ", ".join(previous[:3]) + (", ..." if len(previous) > 3 else "")
-        raise InputError(f"{out} already holds files ({shown}): pass --resume "
-                         "to continue that run, --overwrite to replace it, or another --output-dir")
-    if not resume:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    return checkpoints
-
-
-CONFIG_FILENAME = "config.json"
+    previous = [name for name in OUTPUT_FILES if os.path.lexists(os.path.join(output.path, name))]
+    if (has_checkpoint or previous) and not (resume or overwrite):
+        shown = ", ".join(([CHECKPOINT_DIRNAME] if has_checkpoint else []) + previous[:3])
+        raise InputError(f"{output.path} already holds a run ({shown}): pass --resume to continue it, "
+                         "--overwrite to replace it, or another --output-dir")
+    checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
+    stale = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints)
+             if _STAGING_DIR.fullmatch(name) or (overwrite and _EPOCH_DIR.fullmatch(name))]
+    for folder in (path for path in stale if _EPOCH_DIR.fullmatch(os.path.basename(path))):
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            raise InputError(f"{folder} is not a checkpoint a run made (a link or a file): move it")
+        foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES))
+        if foreign:
+            raise InputError(f"{folder} holds files a run does not write ({', '.join(foreign[:3])}): move them "
+                             "elsewhere so that --overwrite can replace this checkpoint")
+    # Checked: now the changes. A staging folder holding something else keeps it.
+    for folder in stale:
+        remove_checkpoint_folder(folder)
+    for name in OUTPUT_FILES + (CONFIG_FILENAME, RUN_MARKER):
+        remove_stale_staging(os.path.join(output.path, name))
+    if not resume:  # the outputs there (an --overwrite'n run's) are not this run's
+        output.set_written([])
 
 
 def record_config(out, config, resume=False):
     """Save the run's settings (a RunConfig) as `out/config.json` as it starts; on resume, refuse settings
-    that differ from the saved ones (see config.RESUMABLE for those that may change)."""
+    that differ from the saved ones (see config.RESUMABLE for those that may change) and keep the file."""
     path = os.path.join(out, CONFIG_FILENAME)
-    saved = read_json(path) if resume else None
-    if saved is not None:
+    if resume:
+        saved = read_json(path)
+        if not isinstance(saved, dict):
+            raise InputError(f"{path}: missing or not valid JSON: --resume cannot check that the settings are "
+                             "the run's; --overwrite starts the run afresh")
         changed = changed_settings(config, saved)
         if changed:
             name = changed[0]
             raise InputError(f"--resume continues the run as it was started, but --{name.replace('_', '-')} "
                              f"was {saved[name]!r} and is now {getattr(config, name)!r} (see {path})")
+        return
     write_json(path, config.to_dict())
 
 

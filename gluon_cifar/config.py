@@ -123,7 +123,7 @@ class RunConfig:
 
 
 # Settings a resumed run may change: they do not change what the run computes.
-RESUMABLE = ("resume", "overwrite", "num_workers", "devices")
+RESUMABLE = ("resume", "overwrite", "num_workers", "devices", "output_dir")  # a run folder may be moved
 
 
 def changed_settings(config, saved):

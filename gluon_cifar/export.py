@@ -15,10 +15,10 @@ import warnings
 
 import mxnet as mx
 import numpy as onp
-from mxnet import gluon
+from mxnet import gluon, npx
 
-from .atomic import atomic_path, write_error, write_json
-from .errors import ArgumentParser, InputError, report_input_errors
+from .atomic import atomic_path, check_not_an_input, stale_staging, write_error, write_json
+from .errors import ArgumentParser, InputError, report_input_errors, shorten
 from .images import INPUT_SHAPE
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
@@ -33,9 +33,19 @@ def exported_files(prefix):
 
 
 def export_model(net, prefix, classes):
-    """Export `net` (hybridized, run at least once) and its class names under `prefix`, atomically."""
+    """Export `net` (hybridized) and its class names under `prefix`, atomically.
+
+    The net is run once on one blank image first: MXNet exports the graph of the last forward pass, and a
+    resumed run with no epoch left has made none (inference mode: no statistic changes).
+    """
+    device = next(iter(net.collect_params().values())).list_ctx()[0]
+    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=device))
     folder = os.path.dirname(os.path.abspath(prefix))
-    staging = tempfile.mkdtemp(dir=folder, prefix=".export.")
+    remove_stale_exports(folder)
+    try:
+        staging = tempfile.mkdtemp(dir=folder, prefix=f"{EXPORT_STAGING}{os.getpid()}.")
+    except OSError as err:
+        raise write_error(exported_files(prefix)["params"], err) from None
     try:
         try:
             net.export(os.path.join(staging, "model"))
@@ -48,9 +58,28 @@ def export_model(net, prefix, classes):
             else:
                 os.replace(staged[role], path)
     finally:
-        for name in os.listdir(staging):
-            os.remove(os.path.join(staging, name))
+        _remove_staging(staging)
+
+
+EXPORT_STAGING = ".export."  # + the writer's process id and 8 random characters
+
+
+def _remove_staging(staging):
+    """Remove an export's staging folder: the files an export writes there, then the folder if that empties it."""
+    for path in exported_files(os.path.join(staging, "model")).values():
+        if os.path.lexists(path):
+            os.remove(path)
+    try:
         os.rmdir(staging)
+    except OSError:
+        pass  # it holds something an export never writes: not ours to remove
+
+
+def remove_stale_exports(folder):
+    """Remove the staging folders of killed exports into `folder` (see gluon_cifar.atomic)."""
+    for entry in stale_staging(folder, EXPORT_STAGING):
+        if entry.is_dir(follow_symlinks=False):
+            _remove_staging(entry.path)
 
 
 def existing_exported_files(prefix):
@@ -62,11 +91,58 @@ def existing_exported_files(prefix):
     return files
 
 
-def load_exported(prefix, ctx):
-    """Reopen an export as a `SymbolBlock` on `ctx`; return (net, class names)."""
+def read_classes(path):
+    """The class names in `path`: a JSON list of distinct, non-empty strings."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            classes = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise InputError(f"{path}: must be a JSON list of distinct class names, got {json.dumps(classes)[:80]}")
+    return classes
+
+
+def read_symbol(path):
+    """The graph in an MXNet symbol file (a legacy Symbol)."""
+    try:
+        return mx.sym.load(path)
+    except (mx.base.MXNetError, UnicodeDecodeError):  # (MXNet cannot decode its message about binary garbage)
+        raise InputError(f"{path}: not an MXNet symbol file (truncated or damaged?)") from None
+
+
+def check_exported(prefix):
+    """Read and cross-check an export's three files: the parameters fit the graph, the graph classifies
+    3x32x32 images, and the class names are as many as its outputs. Returns (files, classes)."""
     files = existing_exported_files(prefix)
-    with open(files["classes"]) as f:
-        classes = json.load(f)
+    classes = read_classes(files["classes"])
+    sym, params = read_symbol(files["symbol"]), load_params(files["params"])
+    try:
+        arg_shapes, out_shapes, aux_shapes = sym.infer_shape(data=(1,) + INPUT_SHAPE)
+    except (mx.base.MXNetError, ValueError, TypeError):
+        arg_shapes = None
+    if arg_shapes is None or len(out_shapes) != 1 or len(out_shapes[0]) != 2:
+        raise InputError(f"{files['symbol']}: not a classifier of {'x'.join(map(str, INPUT_SHAPE))} images "
+                         f"with input 'data'")
+    expected = dict(zip(sym.list_arguments() + sym.list_auxiliary_states(), arg_shapes + aux_shapes))
+    expected.pop("data")
+    for name, shape in expected.items():
+        if name not in params:
+            raise InputError(f"{files['params']} does not fit {files['symbol']}: it lacks parameter {name!r} "
+                             "(files of two different models?)")
+        if params[name].shape != tuple(shape):
+            raise InputError(f"{files['params']} does not fit {files['symbol']}: parameter {name!r} is "
+                             f"{params[name].shape}, the graph needs {tuple(shape)} (files of two different models?)")
+    outputs = out_shapes[0][1]
+    if outputs != len(classes):
+        raise InputError(f"{files['classes']}: {len(classes)} class names, but the model has {outputs} outputs")
+    return files, classes
+
+
+def load_exported(prefix, ctx):
+    """Reopen an export as a `SymbolBlock` on `ctx`, after `check_exported`; return (net, class names)."""
+    files, classes = check_exported(prefix)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # imports() warns that the input name 'data' is not a parameter
         net = gluon.SymbolBlock.imports(files["symbol"], ["data"], files["params"], ctx=ctx)
@@ -102,8 +178,10 @@ def load_params(params_file):
     """Read exported parameters into {name: NDArray}, without the `arg:`/`aux:` prefixes."""
     try:
         params = mx.nd.load(params_file)
-    except mx.base.MXNetError:
-        raise InputError(f"{params_file}: not an MXNet parameter file") from None
+    except (mx.base.MXNetError, UnicodeDecodeError):
+        params = None
+    if not isinstance(params, dict):
+        raise InputError(f"{params_file}: not an MXNet parameter file (truncated or damaged?)")
     return {key.split(":", 1)[-1]: value for key, value in params.items()}
 
 
@@ -130,22 +208,26 @@ def export_onnx(prefix, output):
     except ImportError:
         raise InputError("ONNX export needs the onnx package: pip install 'onnx<1.16' "
                          "(or the package's [onnx] extra)") from None
-    files = existing_exported_files(prefix)
+    files, classes = check_exported(prefix)
+    classes_file = os.path.splitext(output)[0] + "-classes.json"
+    check_not_an_input(output, files.values())
+    check_not_an_input(classes_file, (files["symbol"], files["params"]))
     sym, params = onnx_symbol(files["symbol"]), load_params(files["params"])
-    with open(files["classes"]) as f:
-        classes = json.load(f)
     with atomic_path(output) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's use of onnx.mapping
-            mx.onnx.export_model(sym, params, in_shapes=[(1,) + INPUT_SHAPE], in_types=[onp.float32],
-                                 onnx_file_path=tmp, dynamic=True,
-                                 dynamic_input_shapes=[(None,) + INPUT_SHAPE])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's use of onnx.mapping
+                mx.onnx.export_model(sym, params, in_shapes=[(1,) + INPUT_SHAPE], in_types=[onp.float32],
+                                     onnx_file_path=tmp, dynamic=True,
+                                     dynamic_input_shapes=[(None,) + INPUT_SHAPE])
+        except (mx.base.MXNetError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise InputError(f"cannot convert {files['symbol']} to ONNX: {shorten(str(err).strip(), 200)}") from None
         model = onnx.load(tmp)
         finish_onnx_graph(model.graph, len(classes))
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-    classes_file = os.path.splitext(output)[0] + "-classes.json"
-    write_json(classes_file, classes)
+    if not (os.path.exists(classes_file) and os.path.samefile(classes_file, files["classes"])):
+        write_json(classes_file, classes)  # (the default FILE's class names are the model's own file)
     return classes_file
 
 
@@ -163,6 +245,7 @@ def build_parser():
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    npx.set_np()  # the parameters were saved in NumPy shape semantics, and load only in them
     output = args.onnx or f"{args.model}.onnx"
     classes_file = export_onnx(args.model, output)
     print(f"wrote {output} and {classes_file}")

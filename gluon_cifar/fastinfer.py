@@ -16,7 +16,7 @@ from mxnet import gluon
 
 from .data import list_images
 from .errors import InputError
-from .export import legacy_symbol, load_exported
+from .export import check_exported, legacy_symbol
 from .images import INPUT_SHAPE, decode_batch, normalize, prefetch
 
 
@@ -36,9 +36,9 @@ def load_fast(prefix, batch_size, calib_images=None, calib_mode="naive", ctx=mx.
 
     `calib_images`: uint8 (N, 32, 32, 3) training images for INT8 calibration. Returns (net, classes).
     """
-    _, classes = load_exported(prefix, ctx)  # checks the three files and reads the class names
-    sym = legacy_symbol(f"{prefix}-symbol.json")  # the forms MKLDNN fuses
-    params = mx.nd.load(f"{prefix}-0000.params")
+    files, classes = check_exported(prefix)
+    sym = legacy_symbol(files["symbol"])  # the forms MKLDNN fuses
+    params = mx.nd.load(files["params"])
     if calib_images is not None:
         sym, params = quantize(sym, params, calib_images, calib_mode, ctx)
     net = _symbol_block(sym, params, ctx)

@@ -80,8 +80,11 @@ def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_
 
 
 def make_trainer(net, lr_scheduler, wd, kvstore="local"):
-    """The chapter's optimizer: SGD with momentum 0.9 and weight decay `wd`; the schedule alone sets the rate."""
-    return gluon.Trainer(net.collect_params(), "sgd", {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler},
+    """The chapter's optimizer: SGD with momentum 0.9 and weight decay `wd`; the schedule alone sets the rate.
+
+    Its parameters are in the net's order, not sorted by their generated names, so a checkpoint's optimizer
+    state fits every instance of the model (the names' numbers grow with each model built in a process)."""
+    return gluon.Trainer(list(net.collect_params().values()), "sgd", {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler},
                          **trainer_options(kvstore))
 
 

@@ -11,10 +11,10 @@ import mxnet as mx
 import pandas as pd
 from mxnet import gluon, np, npx
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_not_an_input
 from .data import ImageFilesDataset, test_transform
 from .errors import ArgumentParser, InputError, report_input_errors
-from .export import load_exported
+from .export import exported_files, load_exported
 from .recipes import TTA_MODES
 
 
@@ -92,6 +92,8 @@ def main(argv=None):
         raise InputError("--batch-size must be at least 1")
     if args.num_workers < 0:
         raise InputError("--num-workers must be at least 0")
+    check_not_an_input(args.output, exported_files(args.model).values(),
+                       [folder for folder in (args.images, args.int8) if folder])
     if args.fast or args.int8:
         if args.tta != "none":
             raise InputError("--tta is not available with --fast/--int8")

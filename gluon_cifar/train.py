@@ -16,7 +16,7 @@ import matplotlib
 from mxnet import npx
 
 from .atomic import atomic_path, write_json
-from .checkpoint import interrupted_message, prepare_output_dir, record_config
+from .checkpoint import check_finite, interrupted_message, record_config, use_output_dir
 from .config import RunConfig
 from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
                    make_run_loaders, reorg_cifar10_data)
@@ -128,20 +128,50 @@ def plot_curves(history, path):
     plt.close(fig)
 
 
+def write_outputs(output, net, history, classes, test_dir, config, device):
+    """Write the run's outputs into `output` (an OutputDir): metrics.json, curves.png, the export and
+    submission.csv, each recorded in the folder's marker once complete, so `--resume` redoes what a stop cut."""
+    check_finite(net, len(history))
+    out, done = output.path, []
+    output.set_written(done)  # from here until each is rewritten, what is there is an earlier run's
+
+    def finished(*names):
+        done.extend(names)
+        output.set_written(done)
+
+    write_json(os.path.join(out, "metrics.json"), history)
+    finished("metrics.json")
+    plot_curves(history, os.path.join(out, "curves.png"))
+    finished("curves.png")
+    export_model(net, os.path.join(out, "model"), classes)
+    finished("model-symbol.json", "model-0000.params", "model-classes.json")
+    ids = predict_folder(net, test_dir, classes, os.path.join(out, "submission.csv"), config.batch_size, device,
+                         config.num_workers, config.tta)
+    finished("submission.csv")
+    log.info("wrote %s: %d predictions; model exported as %s-symbol.json and %s-0000.params",
+             os.path.join(out, "submission.csv"), len(ids), os.path.join(out, "model"), os.path.join(out, "model"))
+
+
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(argv)
     npx.set_np()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    devices = config.contexts()
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
-    config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(devices))
+    config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
+    check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
     kvstore = create_kvstore(config.kvstore)
+    if rank_and_size(kvstore)[0] != 0:
+        return run(config, argv, kvstore, output=None)  # rank 0 writes the job's outputs
+    with use_output_dir(config.output_dir, config.resume, config.overwrite) as output:  # locked while in use
+        run(config, argv, kvstore, output)
+
+
+def run(config, argv, kvstore, output):
+    """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only."""
+    devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
-    out = config.output_dir
-    check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, out)
-    checkpoint_dir = prepare_output_dir(out, config.resume, config.overwrite) if rank == 0 else None
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
@@ -155,8 +185,12 @@ def main(argv=None):
     splits = (train_split,) if config.final else (train_split, "valid")
     loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
                                config.num_workers, config.fast_data, rank, workers)
-    if rank == 0:
-        record_config(out, config, config.resume)
+    if output:
+        record_config(output.path, config, config.resume)
+        if config.resume and output.finished(config.epochs):
+            log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
+                     config.epochs)
+            return
     if rank == 0 and workers > 1:
         log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
                  "learning rate is scaled linearly with the workers: effective %g", config.kvstore, workers,
@@ -167,24 +201,14 @@ def main(argv=None):
     net = get_net(devices, num_classes=len(classes))
     # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
     net.hybridize(static_alloc=True, static_shape=True)
-    try:
-        history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
-                      # in a dist job the optimizer state lives on the servers: no checkpoints
-                      checkpoint_dir=None if is_distributed(kvstore) else checkpoint_dir)
+    checkpoint_dir = output.checkpoints if output and not is_distributed(kvstore) else None
+    try:  # in a dist job the optimizer state lives on the servers: no checkpoints
+        history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore, checkpoint_dir)
     except KeyboardInterrupt as stop:
         raise type(stop)(interrupted_message(checkpoint_dir, argv)) from None
-    if rank != 0:
-        return  # rank 0 writes the job's outputs
-
-    # outputs
-    write_json(os.path.join(out, "metrics.json"), history)
-    plot_curves(history, os.path.join(out, "curves.png"))
-    export_model(net, os.path.join(out, "model"), classes)
-    ids = predict_folder(net, os.path.join(reorg_dir, "test", "unknown"), classes,
-                         os.path.join(out, "submission.csv"), config.batch_size, devices[0], config.num_workers,
-                         config.tta)
-    log.info("wrote %s: %d predictions; model exported as %s-symbol.json and %s-0000.params",
-             os.path.join(out, "submission.csv"), len(ids), os.path.join(out, "model"), os.path.join(out, "model"))
+    if output:
+        write_outputs(output, net, history, classes, os.path.join(reorg_dir, "test", "unknown"), config,
+                      devices[0])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 
 from clitools import assert_one_error_line, run, snapshot
 from conftest import make_kaggle_dir, write_png
+from gluon_cifar.checkpoint import RUN_MARKER
 from gluon_cifar.data import load_datasets, read_csv_labels, read_image, reorg_cifar10_data
 from gluon_cifar.export import export_model
 from gluon_cifar.model import get_net
@@ -45,10 +46,12 @@ def truncate_png(path):
 
 
 def previous_run(folder):
-    """A folder holding the outputs of an earlier run (their content does not matter here)."""
+    """A folder holding the outputs of an earlier run (their content does not matter here), with the marker
+    by which the package knows the folder as its own."""
     os.makedirs(folder, exist_ok=True)
     for name in PREVIOUS_RUN:
         write_bytes(os.path.join(folder, name), f"earlier run: {name}\n".encode())
+    write_bytes(os.path.join(folder, RUN_MARKER), b'{"package": "gluon_cifar", "written": []}')
 
 
 def empty_test_folder(root):
@@ -99,7 +102,7 @@ TRAIN_CASES = {
     "more devices than examples per batch": (None, ["--devices", "cpu:4", "--batch-size", "2"],
                                              ["smaller than the 4 devices"]),
     "output folder holds a previous run": (lambda r: previous_run(f"{r}/out"), [],
-                                           ["already holds files", "--resume", "--overwrite"]),
+                                           ["already holds a run", "--resume", "--overwrite"]),
     "output folder cannot be created": (None, ["--output-dir", "{root}/trainLabels.csv/out"],
                                         ["cannot write to", "Not a directory"]),
     "resume without a checkpoint": (None, ["--resume"], ["--resume", "holds no checkpoint"]),
@@ -236,7 +239,8 @@ def test_train_on_a_full_disk_keeps_the_previous_run(kaggle_dir):
     result = run_with_file_size_limit(1 << 20, "gluon_cifar.train", *train_argv(kaggle_dir, ["--overwrite"]))
     assert_one_error_line(result, "cannot write", "epoch-0001", after_progress=True)
     after = snapshot(out)
-    assert {name: after[name] for name in PREVIOUS_RUN} == before
+    outputs = [name for name in PREVIOUS_RUN if name != "config.json"]  # the new run's settings replace it
+    assert {name: after[name] for name in outputs} == {name: before[name] for name in outputs}
     assert [n for n in os.listdir(os.path.join(out, "checkpoint")) if "epoch" in n] == []  # no half checkpoint
 
 
@@ -248,10 +252,11 @@ def test_export_on_a_full_disk_keeps_the_previous_model(exported, tmp_path):
     script = f"""
 import resource
 import mxnet as mx
+from mxnet import npx
 from gluon_cifar.errors import InputError
 from gluon_cifar.export import export_model
 from gluon_cifar.model import get_net
-mx.npx.set_np()
+npx.set_np()
 net = get_net([mx.cpu()], num_classes=3)
 net.hybridize()
 net(mx.np.zeros((1, 3, 32, 32)))

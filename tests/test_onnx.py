@@ -135,7 +135,7 @@ def test_export_cli_reports_a_missing_model_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda symbol: '{"nodes": [', "not an MXNet symbol file"),
+    (lambda symbol: '{"nodes": [', "not an MXNet symbol file (truncated or damaged?)"),
     (lambda symbol: symbol.replace('"_npx_relu"', '"_npi_sin"'), "no ONNX conversion for operator(s) _npi_sin"),
 ])
 def test_export_cli_reports_a_bad_symbol_and_writes_nothing(exported, tmp_path, edit, message):
