@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import image, npx
 from mxnet.base import MXNetError
-from PIL import Image
+from PIL import Image, ImageFile
 
 from .errors import InputError
 
@@ -28,6 +28,7 @@ def image_size(path):
     Images over PIL's limit (`Image.MAX_IMAGE_PIXELS`, about 89 million pixels) are refused before
     decoding, so a small file that expands to gigabytes cannot exhaust memory.
     """
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # GluonCV's import sets it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -38,6 +39,8 @@ def image_size(path):
         raise InputError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{path}: cannot decode image ({err})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def read_original(path):

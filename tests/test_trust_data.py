@@ -394,3 +394,17 @@ def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path):
     with pytest.raises(InputError, match="not made by gluon_cifar"):
         data.reorg_cifar10_data(str(download), 0.25)
     assert (download / ".train.unpacking" / "draft.txt").read_text() == "mine"
+
+
+def test_a_truncated_png_is_named_even_after_gluoncv_made_pil_lenient(tmp_path):
+    """Importing GluonCV (the padcrop recipe does) sets PIL's LOAD_TRUNCATED_IMAGES for the whole process."""
+    import gluoncv  # noqa: F401
+    from PIL import Image, ImageFile
+    from gluon_cifar.images import image_size
+    assert ImageFile.LOAD_TRUNCATED_IMAGES
+    path = tmp_path / "1.png"
+    Image.fromarray(onp.zeros((32, 32, 3), onp.uint8) + 100).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(InputError, match="cannot decode image"):
+        image_size(str(path))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES  # left as GluonCV set it
