@@ -4,6 +4,7 @@ After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.
 the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
 entry per finished epoch). The three are written into a hidden staging folder that is renamed into
 place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
+The weights of the epoch with the best validation accuracy so far stay in `OUT/checkpoint/best/net.params`.
 `OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
 Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
@@ -16,16 +17,18 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 
 import numpy as onp
 from mxnet.base import MXNetError
 
-from .atomic import read_json, write_error, write_json
-from .config import changed_settings
+from .atomic import atomic_path, read_json, write_error, write_json
+from .config import resume_conflict
 from .errors import InputError
 
 CHECKPOINT_DIRNAME = "checkpoint"
+BEST_DIRNAME = "best"
 _EPOCH_DIR = re.compile(r"epoch-(\d+)")
 log = logging.getLogger("gluon_cifar")
 
@@ -62,6 +65,18 @@ def save_checkpoint(folder, net, trainer, history):
     for name in os.listdir(folder):  # older epochs and staging folders of interrupted saves
         if name.startswith(("epoch-", ".epoch-")) and name != os.path.basename(final):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def save_best(folder, net):
+    """Keep `net`'s weights as the run's best so far, in `folder/best/net.params` (written atomically).
+    Which epoch that is, `history.json` of the checkpoint says (loop.best_epoch)."""
+    os.makedirs(os.path.join(folder, BEST_DIRNAME), exist_ok=True)
+    with atomic_path(best_params(folder)) as tmp:
+        net.save_parameters(tmp)  # the devices' average, as the export
+
+
+def best_params(folder):
+    return os.path.join(folder, BEST_DIRNAME, "net.params")
 
 
 def load_checkpoint(folder, net, trainer):
@@ -117,11 +132,9 @@ def record_config(out, config, resume=False):
     path = os.path.join(out, CONFIG_FILENAME)
     saved = read_json(path) if resume else None
     if saved is not None:
-        changed = changed_settings(config, saved)
-        if changed:
-            name = changed[0]
-            raise InputError(f"--resume continues the run as it was started, but --{name.replace('_', '-')} "
-                             f"was {saved[name]!r} and is now {getattr(config, name)!r} (see {path})")
+        conflict = resume_conflict(config, saved)
+        if conflict:
+            raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")
     write_json(path, config.to_dict())
 
 
@@ -132,4 +145,4 @@ def interrupted_message(checkpoint_dir, argv):
         return "stopped before the first epoch finished; no checkpoint to resume from: run the command again"
     argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
     return (f"stopped; the last complete checkpoint is kept ({path}). "
-            f"Resume with: python -m gluon_cifar.train {shlex.join(argv)}")
+            f"Resume with: {shlex.join([sys.executable, '-m', 'gluon_cifar.train', *argv])}")

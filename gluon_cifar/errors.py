@@ -22,12 +22,22 @@ def shorten(text, limit=MAX_MESSAGE):
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: ...)` after each option's help, unless the help says its default itself (an unset
+    option whose default depends on the run) or it is an off-by-default switch."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one `error:` line (exit 2) instead of the usage block, and whose
     help shows every option's default."""
 
     def __init__(self, **kwargs):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
         raise InputError(f"{message} (see {self.prog} --help)")
