@@ -6,7 +6,6 @@ lr 0.1, wd 5e-4, lr x0.1 every 50 epochs, 5 epochs, valid ratio 0.1, batch 4 on 
 on the full data.
 """
 import dataclasses
-import importlib.util
 import math
 from typing import Optional
 
@@ -98,9 +97,12 @@ class RunConfig:
                              + ("--final (no validation split) has not" if self.final else
                                 "a distributed job does not keep (no checkpoints)")
                              + ": use --export last without --patience")
-        if self.tensorboard and importlib.util.find_spec("tensorboardX") is None:
-            raise InputError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
-                             "(or the package's [tensorboard] extra)")
+        if self.tensorboard:
+            try:
+                import tensorboardX  # noqa: F401 (an optional extra)
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+                                 "(or the package's [tensorboard] extra)") from None
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
         make_train_transform(self.augment, self.cutout)  # refuses a bad --cutout

@@ -78,6 +78,7 @@ def load_weights(net, source, classes):
     train_valid run): from an export prefix (its classes must be `classes`), a checkpoint folder (its
     `net.params`) or a parameter file written by `save_parameters`."""
     devices = next(iter(net.collect_params().values())).list_ctx()
+    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))  # completes deferred initialisation: every shape known
     if not os.path.isfile(exported_files(source)["symbol"]):
         path = os.path.join(source, "net.params") if os.path.isdir(source) else source
         if not os.path.isfile(path):
@@ -99,8 +100,11 @@ def load_weights(net, source, classes):
     # list their arguments in the same order, so a position in one is the same parameter in the other.
     saved, params = load_params(files["params"]), net.collect_params()
     exported, ours = mx.sym.load(files["symbol"]), net(mx.sym.var("data").as_np_ndarray())
-    for old, new in zip(exported.list_arguments() + exported.list_auxiliary_states(),
-                        ours.list_arguments() + ours.list_auxiliary_states()):
+    old_names = exported.list_arguments() + exported.list_auxiliary_states()
+    new_names = ours.list_arguments() + ours.list_auxiliary_states()
+    if len(old_names) != len(new_names):
+        raise InputError(f"--init-from {source}: its layers differ from this model's")
+    for old, new in zip(old_names, new_names):
         if new == "data":
             continue
         if old not in saved or saved[old].shape != params[new].shape:

@@ -93,7 +93,7 @@ def build_parser():
                         help="test-time augmentation: 'flip' averages the logits of each image and its mirror")
     parser.add_argument("--probabilities", metavar="FILE",
                         help="also write each image's class probabilities (softmax) to this CSV: id, label, one "
-                             "column per class (for ensembles and error analysis)")
+                             "column per class, for ensembles and error analysis (default: none)")
     parser.add_argument("--topk", type=int, metavar="K",
                         help="with --probabilities: only the K likeliest classes, as columns top1, p1, ... topK, "
                              "pK (default: every class)")
@@ -102,7 +102,7 @@ def build_parser():
                       help="fused MKLDNN graph, next batch decoded while this one computes; same predictions")
     fast.add_argument("--int8", metavar="TRAIN_IMAGES",
                       help="quantize to INT8 (implies --fast), calibrated on the first --calib-size images "
-                           "of this folder of training <id>.png files")
+                           "of this folder of training <id>.png files (default: FP32)")
     fast.add_argument("--calib-size", type=int, default=512, help="images to calibrate INT8 with")
     return parser
 
