@@ -19,8 +19,10 @@ from gluon_cifar.loop import train
 
 
 def run(module, *args, env=None):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    """Run `python -m module args`; `env` adds variables to the environment (None: removes one)."""
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=600)
 
 
 def test_cli_end_to_end_on_the_tiny_set_and_predict_reproduces_it(tiny_copy, tmp_path):
@@ -90,9 +92,11 @@ def test_device_specs():
 def test_demo_download_offline_fails_clearly(tmp_path):
     # A proxy that refuses connections: offline through the real download path, whatever the machine has.
     offline = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-    result = run("gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-                 "--output-dir", str(tmp_path / "out"), env=offline)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert "kaggle_cifar10_tiny.zip" in last and "--data-dir" in last
+    # The way out it names is the one that works for how the command was started: make sets MAKELEVEL.
+    for makelevel, way_out in ((None, "pass --data-dir FOLDER"), ("1", "make demo DATA_DIR=FOLDER")):
+        result = run("gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+                     "--output-dir", str(tmp_path / "out"), env={**offline, "MAKELEVEL": makelevel})
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert "kaggle_cifar10_tiny.zip" in last and way_out in last
