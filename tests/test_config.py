@@ -32,6 +32,7 @@ def test_help_shows_every_default(capsys):
         train.main(["--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
+    text = text[text.index("options:"):]  # past the usage line
     for option, default in (("--epochs", "5"), ("--lr", "0.1"), ("--wd", "0.0005"), ("--lr-period", "50"),
                             ("--lr-decay", "0.1"), ("--valid-ratio", "0.1"), ("--output-dir", "out"),
                             ("--label-smoothing", "0.0")):
