@@ -4,11 +4,14 @@ history every epoch, keeps and exports the best epoch, continues and reuses runs
 In-process (`main([...])`, output through capsys: stderr is not a terminal there, as in a log file).
 """
 import argparse
+import fcntl
 import json
 import os
+import pty
 import struct
 import subprocess
 import sys
+import termios
 
 import mxnet as mx
 import numpy as onp
@@ -212,3 +215,28 @@ def test_tensorboard_without_tensorboardx_is_one_line(data_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.startswith("error: --tensorboard needs the tensorboardX")
     assert result.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_terminal_shows_a_progress_bar_with_running_loss_and_accuracy(data_dir, tmp_path):
+    """The one subprocess here: only a real terminal (a pseudo-terminal, 120 columns) gets the bar."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "gluon_cifar.train", "--data-dir", data_dir, "--epochs", "1",
+                             "--batch-size", "6", "--output-dir", str(tmp_path / "out")],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = b""
+    while True:  # read until the process closes the terminal
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: no writer left
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait(timeout=600) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "epoch 1/1: " in text and "/9 [" in text and "loss=" in text and "acc=" in text, text
+    assert "batch 5/9" not in text  # the log-file progress lines are for files, not terminals
