@@ -6,7 +6,7 @@ ONNX_VENV := .venv-onnx
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 DATA_DIR ?=
-EPOCHS ?= 2
+EPOCHS ?=
 
 .PHONY: demo test bench clean onnx-env
 
@@ -20,7 +20,7 @@ $(VENV)/installed: setup.py
 	@touch $@
 
 demo: $(VENV)/installed
-	GLUON_CIFAR_VIA_MAKE=1 $(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --epochs $(EPOCHS) --batch-size 32 --output-dir out --overwrite
+	GLUON_CIFAR_VIA_MAKE=1 $(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS)) --overwrite
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q tests

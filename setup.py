@@ -22,7 +22,8 @@ setup(
     extras_require={
         "cpu": ["mxnet==1.9.1"],
         "gpu": ["mxnet-cu112==1.9.1"],
-        "test": ["pytest", "nbclient", "ipykernel"],
+        "test": ["pytest", "nbclient", "ipykernel", "tensorboardX"],
+        "tensorboard": ["tensorboardX"],  # train --tensorboard
         # `python -m gluon_cifar.export --onnx`: MXNet 1.9.1's exporter uses onnx.mapping, gone in 1.16
         "onnx": ["onnx<1.16"],
     },

@@ -4,6 +4,7 @@ After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.
 the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
 entry per finished epoch). The three are written into a hidden staging folder that is renamed into
 place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
+The weights of the epoch with the best validation accuracy so far stay in `OUT/checkpoint/best/net.params`.
 `OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
 The output folder is the package's own: `OUT/.gluon_cifar-run` marks it and lists the outputs the run
@@ -23,14 +24,15 @@ import os
 import pickle
 import re
 import shlex
+import sys
 import tempfile
 
 import mxnet as mx
 import numpy as onp
 from mxnet.base import MXNetError
 
-from .atomic import read_json, remove_stale_staging, write_error, write_json
-from .config import changed_settings
+from .atomic import atomic_path, read_json, remove_stale_staging, write_error, write_json
+from .config import resume_conflict
 from .errors import InputError
 from .images import INPUT_SHAPE
 
@@ -38,10 +40,11 @@ CHECKPOINT_DIRNAME = "checkpoint"
 CHECKPOINT_FILES = ("net.params", "trainer.states", "history.json")
 CONFIG_FILENAME = "config.json"
 # what a finished run leaves in its folder, beside config.json and checkpoint/
-OUTPUT_FILES = ("metrics.json", "curves.png", "model-symbol.json", "model-0000.params", "model-classes.json",
-                "submission.csv")
+OUTPUT_FILES = ("metrics.csv", "metrics.json", "curves.png", "model-symbol.json", "model-0000.params",
+                "model-classes.json", "submission.csv")
 RUN_MARKER = ".gluon_cifar-run"
 LOCK_FILE = RUN_MARKER + ".lock"
+BEST_DIRNAME = "best"
 _EPOCH_DIR = re.compile(r"epoch-(\d+)")
 _STAGING_DIR = re.compile(r"\.epoch-\d+\.partial")  # a checkpoint being saved
 log = logging.getLogger("gluon_cifar")
@@ -144,6 +147,18 @@ def _check_trainer_states(path, trainer):
             MXNetError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not the optimizer state of this model ({_reason(err)}); "
                          "--overwrite starts the run afresh") from None
+
+
+def save_best(folder, net):
+    """Keep `net`'s weights as the run's best so far, in `folder/best/net.params` (written atomically).
+    Which epoch that is, `history.json` of the checkpoint says (loop.best_epoch)."""
+    os.makedirs(os.path.join(folder, BEST_DIRNAME), exist_ok=True)
+    with atomic_path(best_params(folder)) as tmp:
+        net.save_parameters(tmp)  # the devices' average, as the export
+
+
+def best_params(folder):
+    return os.path.join(folder, BEST_DIRNAME, "net.params")
 
 
 def load_checkpoint(folder, net, trainer):
@@ -261,9 +276,10 @@ def _apply_policy(output, resume, overwrite):
         raise InputError(f"{output.path} already holds a run ({shown}): pass --resume to continue it, "
                          "--overwrite to replace it, or another --output-dir")
     checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
+    kept = [name for name in checkpoints if _EPOCH_DIR.fullmatch(name) or name == BEST_DIRNAME]
     stale = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints)
-             if _STAGING_DIR.fullmatch(name) or (overwrite and _EPOCH_DIR.fullmatch(name))]
-    for folder in (path for path in stale if _EPOCH_DIR.fullmatch(os.path.basename(path))):
+             if _STAGING_DIR.fullmatch(name) or (overwrite and name in kept)]
+    for folder in (path for path in stale if os.path.basename(path) in kept):
         if os.path.islink(folder) or not os.path.isdir(folder):
             raise InputError(f"{folder} is not a checkpoint a run made (a link or a file): move it")
         foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES))
@@ -288,12 +304,11 @@ def record_config(out, config, resume=False):
         if not isinstance(saved, dict):
             raise InputError(f"{path}: missing or not valid JSON: --resume cannot check that the settings are "
                              "the run's; --overwrite starts the run afresh")
-        changed = changed_settings(config, saved)
-        if changed:
-            name = changed[0]
-            raise InputError(f"--resume continues the run as it was started, but --{name.replace('_', '-')} "
-                             f"was {saved[name]!r} and is now {getattr(config, name)!r} (see {path})")
-        return
+        conflict = resume_conflict(config, saved)
+        if conflict:
+            raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")
+        if saved == json.loads(json.dumps(config.to_dict())):
+            return  # a finished run resumed changes no file
     write_json(path, config.to_dict())
 
 
@@ -304,4 +319,4 @@ def interrupted_message(checkpoint_dir, argv):
         return "stopped before the first epoch finished; no checkpoint to resume from: run the command again"
     argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
     return (f"stopped; the last complete checkpoint is kept ({path}). "
-            f"Resume with: python -m gluon_cifar.train {shlex.join(argv)}")
+            f"Resume with: {shlex.join([sys.executable, '-m', 'gluon_cifar.train', *argv])}")

@@ -17,7 +17,8 @@ from .errors import InputError, shorten
 from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
 
 DEMO_BATCH_SIZE, FULL_BATCH_SIZE = 4, 128  # the chapter's `batch_size = 4 if demo else 128`
-MAX_SEED = 2 ** 32 - 1  # MXNet's and NumPy's generators take 32-bit seeds
+MAX_SEED = 2 ** 32 - 1
+EXPORTS = ("best", "last")  # MXNet's and NumPy's generators take 32-bit seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,18 +56,27 @@ class RunConfig:
     output_dir: str = "out"
     resume: bool = False
     overwrite: bool = False
+    init_from: Optional[str] = None  # an export prefix or a checkpoint: start from those weights
+    # the model you keep, and what the run says
+    export: Optional[str] = None  # best or last; None: best when there is a validation split, else last
+    patience: int = 0  # stop after this many epochs without a better validation accuracy; 0: never
+    log_every: int = 50  # batches between progress lines when stderr is not a terminal
+    tensorboard: bool = False
 
     def __post_init__(self):
         if self.warmup_frac is None:
             object.__setattr__(self, "warmup_frac", DEFAULT_WARMUP[self.lr_schedule])
+        if self.export is None:
+            object.__setattr__(self, "export", "last" if self.final or self.distributed else "best")
         self.check()
 
     def check(self):
         """Refuse, with one line naming the option, any setting the run could not use."""
-        for name in ("epochs", "lr_period"):
+        for name in ("epochs", "lr_period", "log_every"):
             self._require(getattr(self, name) >= 1, name, "must be at least 1")
         self._require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be at least 1")
         self._require(self.num_workers >= 0, "num_workers", "must be at least 0")
+        self._require(self.patience >= 0, "patience", "must be at least 0 (0: no early stopping)")
         self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}")
         self._require(_finite(self.lr) and self.lr > 0, "lr", "must be a finite number above 0")
         self._require(_finite(self.wd) and self.wd >= 0, "wd", "must be a finite number, at least 0")
@@ -81,6 +91,19 @@ class RunConfig:
                               ("tta", TTA_MODES)):
             self._require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
         self._require(self.kvstore is None or self.kvstore in KVSTORES, "kvstore", f"must be one of {', '.join(KVSTORES)}")
+        self._require(self.export in EXPORTS, "export", f"must be one of {', '.join(EXPORTS)}")
+        if (self.export == "best" or self.patience) and (self.final or self.distributed):
+            option = "--export best" if self.export == "best" else "--patience"
+            raise InputError(f"{option} needs the best validation accuracy, which "
+                             + ("--final (no validation split) has not" if self.final else
+                                "a distributed job does not keep (no checkpoints)")
+                             + ": use --export last without --patience")
+        if self.tensorboard:
+            try:
+                import tensorboardX  # noqa: F401 (an optional extra)
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+                                 "(or the package's [tensorboard] extra)") from None
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
         make_train_transform(self.augment, self.cutout)  # refuses a bad --cutout
@@ -122,14 +145,34 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# Settings a resumed run may change: they do not change what the run computes.
-RESUMABLE = ("resume", "overwrite", "num_workers", "devices", "output_dir")  # a run folder may be moved
+# Settings a resumed run may change: they do not change what the run computes up to where it stopped.
+# (`epochs` too, with the step schedule: see `resume_conflict`.) A run folder may be moved (`output_dir`).
+RESUMABLE = ("resume", "overwrite", "num_workers", "devices", "output_dir", "export", "patience", "log_every",
+             "tensorboard")
 
 
 def changed_settings(config, saved):
     """The names of the settings in which `config` differs from the `saved` dict of a run it resumes."""
     return [f.name for f in dataclasses.fields(config)
-            if f.name not in RESUMABLE and f.name in saved and getattr(config, f.name) != saved[f.name]]
+            if f.name not in RESUMABLE and f.name in saved and getattr(config, f.name) != saved[f.name]
+            and not (f.name == "epochs" and config.lr_schedule == "step")]
+
+
+def resume_conflict(config, saved):
+    """Why `config` cannot continue the run whose settings are `saved` (a dict), or None if it can.
+
+    More epochs extend a step-schedule run (its decays fall every --lr-period epochs, whatever the
+    total); cosine and one-cycle schedules are laid out over the run's total, which is kept."""
+    changed = changed_settings(config, saved)
+    if not changed:
+        return None
+    name = changed[0]
+    why = (f"--{name.replace('_', '-')} was {saved[name]!r} and is now {getattr(config, name)!r}")
+    if name == "epochs":
+        why += (f": the {config.lr_schedule} schedule was laid out over {saved[name]} epochs and ends "
+                "there; only the step schedule extends. Start a new run from its weights with --init-from "
+                "OUT/model instead")
+    return why
 
 
 def parse_devices(spec):

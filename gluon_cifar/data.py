@@ -364,6 +364,8 @@ def unpack_archives(data_dir):
         if os.path.isdir(folder) or not os.path.isfile(archive):
             continue
         import py7zr  # only needed for the competition download
+        log.info("unpacking %s (%.0f MB, once; the two archives of 60,000 images took 55 s on 2 cores)", archive,
+                 os.path.getsize(archive) / 1e6)
         staging = os.path.join(data_dir, f".{split}.unpacking")
         if os.path.lexists(staging) and not _made_by_us(staging):
             raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
@@ -431,6 +433,9 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
         stamp = source_stamp(csv_path, valid_ratio, train, test)
         if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
             check_reorg_target(reorg_dir)  # again, under the lock
+            log.info("reorganising %d training and %d test images into class folders in %s (hard links; every "
+                     "image decoded once to catch damaged files; done once, reused by later runs)", len(train),
+                     len(test), reorg_dir)
             _build(train, test, labels, valid_ratio, stamp, reorg_dir)
     return reorg_dir
 

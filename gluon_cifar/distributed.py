@@ -11,7 +11,7 @@ import fcntl
 import os
 
 import mxnet as mx
-from mxnet import gluon
+
 
 from .errors import InputError
 

@@ -149,6 +149,45 @@ def load_exported(prefix, ctx):
     return net, classes
 
 
+def load_weights(net, source, classes):
+    """Copy trained weights into the initialised `net`, to start a run from them (fine-tuning, the final
+    train_valid run): from an export prefix (its classes must be `classes`), a checkpoint folder (its
+    `net.params`) or a parameter file written by `save_parameters`."""
+    devices = next(iter(net.collect_params().values())).list_ctx()
+    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))  # completes deferred initialisation: every shape known
+    if not os.path.isfile(exported_files(source)["symbol"]):
+        path = os.path.join(source, "net.params") if os.path.isdir(source) else source
+        if not os.path.isfile(path):
+            raise InputError(f"--init-from {source}: neither an export prefix (PREFIX-symbol.json) nor a "
+                             "checkpoint (a folder with net.params, or a .params file)")
+        try:
+            net.load_parameters(path, ctx=devices)
+        except (mx.base.MXNetError, AssertionError, ValueError) as err:
+            raise InputError(f"--init-from {path}: not weights of this model "
+                             f"({str(err).strip().splitlines()[0][:200]})") from None
+        return
+    files = existing_exported_files(source)
+    with open(files["classes"]) as f:
+        trained_on = json.load(f)
+    if trained_on != list(classes):
+        raise InputError(f"--init-from {source}: trained on the classes {', '.join(trained_on)}; this data has "
+                         f"{', '.join(classes)}")
+    # The export names parameters by creation count (conv0_weight...), this net differently: both graphs
+    # list their arguments in the same order, so a position in one is the same parameter in the other.
+    saved, params = load_params(files["params"]), net.collect_params()
+    exported, ours = mx.sym.load(files["symbol"]), net(mx.sym.var("data").as_np_ndarray())
+    old_names = exported.list_arguments() + exported.list_auxiliary_states()
+    new_names = ours.list_arguments() + ours.list_auxiliary_states()
+    if len(old_names) != len(new_names):
+        raise InputError(f"--init-from {source}: its layers differ from this model's")
+    for old, new in zip(old_names, new_names):
+        if new == "data":
+            continue
+        if old not in saved or saved[old].shape != params[new].shape:
+            raise InputError(f"--init-from {source}: its layers differ from this model's ({old})")
+        params[new].set_data(saved[old].as_np_ndarray())
+
+
 # ONNX
 
 def legacy_symbol(symbol_file):

@@ -207,7 +207,8 @@ def build_parser():
     parser.add_argument("-s", "--num-servers", type=int, default=1, help="parameter-server processes")
     parser.add_argument("-H", "--hostfile",
                         help="one host a line: servers and workers go to them round-robin over ssh (the "
-                             "same Python environment, working directory and data path on every host)")
+                             "same Python environment, working directory and data path on every host) (default: every "
+                             "process here, on 127.0.0.1)")
     parser.add_argument("--scheduler-host",
                         help="address the hosts reach this machine by (default: the one on the route to the "
                              "first host; 127.0.0.1 without a host file)")

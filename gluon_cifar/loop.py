@@ -1,5 +1,5 @@
-"""The training loop: the chapter's `train`, its steps (`train_one_epoch`, `evaluate_accuracy`), and `fit`,
-which runs the same loop for a whole `RunConfig` (recipes, seeding, checkpoints, resume).
+"""The training loop: the chapter's `train`, its steps (`train_one_epoch`, `evaluate`), and `fit`, which runs
+the same loop for a whole `RunConfig` (recipes, seeding, checkpoints, the best epoch, resume, early stopping).
 
 It knows nothing of the command line, prediction or export.
 """
@@ -13,12 +13,13 @@ import numpy as onp
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .checkpoint import epoch_seed, load_checkpoint, save_checkpoint
-from .distributed import average_across_workers, is_distributed, job_epoch_stats, trainer_options
+from .checkpoint import epoch_seed, load_checkpoint, save_best, save_checkpoint
+from .distributed import average_across_workers, is_distributed, job_epoch_stats, rank_and_size, trainer_options
 from .errors import InputError
 from .recipes import make_scheduler, make_soft_targets, step_decay
 
 log = logging.getLogger("gluon_cifar")
+PROGRESS_SECONDS = 60  # the longest silence within an epoch when stderr is not a terminal
 
 
 def seed_everything(seed):
@@ -39,25 +40,59 @@ def correct_count(y_hat, y):
     return float((y_hat.argmax(axis=1).astype(y.dtype) == y).sum())
 
 
-def evaluate_accuracy(net, data_iter, devices):
-    """Accuracy of `net` over `data_iter`, each batch split across `devices`."""
-    correct, total = 0.0, 0
+def evaluate(net, data_iter, devices, loss):
+    """Mean `loss` and accuracy of `net` over `data_iter`, each batch split across `devices`."""
+    loss_sum, correct, total = 0.0, 0.0, 0
     for X, y in data_iter:
         X_shards, y_shards = split_batch(X, y, devices)
-        correct += sum(correct_count(net(Xs), ys) for Xs, ys in zip(X_shards, y_shards))
+        preds = [net(Xs) for Xs in X_shards]
+        loss_sum += sum(float(loss(p, ys).sum()) for p, ys in zip(preds, y_shards))
+        correct += sum(correct_count(p, ys) for p, ys in zip(preds, y_shards))
         total += y.shape[0]
-    return correct / max(total, 1)
+    return loss_sum / max(total, 1), correct / max(total, 1)
 
 
-def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_targets=None):
+class Progress:
+    """An epoch's running loss and accuracy, shown while it runs: a tqdm bar on a terminal; elsewhere (a log
+    file, nohup, CI) a line every `log_every` batches or PROGRESS_SECONDS seconds, whichever comes first."""
+
+    def __init__(self, num_batches, desc, log_every=50):
+        self.num_batches, self.desc, self.log_every = num_batches, desc, log_every
+        self.loss_sum, self.correct, self.examples, self.seconds, self.batch = 0.0, 0.0, 0, 0.0, 0
+        self.bar = tqdm(total=num_batches, desc=desc, leave=False, disable=None)  # None: off unless a terminal
+        self.logged_at = time.monotonic()
+
+    def add(self, loss_sum, correct, examples, seconds):
+        """Count one batch: its summed loss, correct predictions, examples and compute seconds."""
+        self.loss_sum += loss_sum
+        self.correct += correct
+        self.examples += examples
+        self.seconds += seconds
+        self.batch += 1
+        loss, acc = self.loss_sum / self.examples, self.correct / self.examples
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", refresh=False)
+            self.bar.update()
+        elif self.batch % self.log_every == 0 or time.monotonic() - self.logged_at >= PROGRESS_SECONDS:
+            log.info("%s, batch %d/%d: loss %.3f, acc %.3f, %.1f img/s", self.desc, self.batch, self.num_batches,
+                     loss, acc, self.examples / max(self.seconds, 1e-9))
+            self.logged_at = time.monotonic()
+
+    def stats(self):
+        self.bar.close()
+        return {"train_loss": self.loss_sum / max(self.examples, 1), "train_acc": self.correct / max(self.examples, 1),
+                "examples": self.examples, "seconds": self.seconds}
+
+
+def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_targets=None, log_every=50):
     """One pass over `train_iter`; returns the mean loss, accuracy, example count and compute seconds.
 
     With `soft_targets` (a recipes.SoftTargets), the loss sees its mixed batch and dense targets;
     accuracy is still counted against the hard labels. A loss that is not finite stops the run here,
     before the diverged weights reach a checkpoint or an export.
     """
-    loss_sum, correct, examples, seconds = 0.0, 0.0, 0, 0.0
-    for batch, (X, y) in enumerate(tqdm(train_iter, desc=desc, leave=False, disable=None), start=1):
+    progress = Progress(len(train_iter), desc, log_every)
+    for batch, (X, y) in enumerate(train_iter, start=1):
         start = time.perf_counter()
         X_shards, t_shards = split_batch(*(soft_targets(X, y) if soft_targets else (X, y)), devices)
         y_shards = gluon.utils.split_and_load(y, devices, even_split=False)
@@ -71,12 +106,9 @@ def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_
             raise InputError(f"{desc}, batch {batch}: the loss is {batch_loss}: training diverged; lower --lr "
                              f"(the rate was {trainer.learning_rate:g}); the last checkpoint and model are kept")
         trainer.step(X.shape[0])
-        loss_sum += batch_loss
-        correct += sum(correct_count(p, ys) for p, ys in zip(preds, y_shards))
-        examples += X.shape[0]
-        seconds += time.perf_counter() - start
-    return {"train_loss": loss_sum / max(examples, 1), "train_acc": correct / max(examples, 1),
-            "examples": examples, "seconds": seconds}
+        progress.add(batch_loss, sum(correct_count(p, ys) for p, ys in zip(preds, y_shards)), X.shape[0],
+                     time.perf_counter() - start)
+    return progress.stats()
 
 
 def make_trainer(net, lr_scheduler, wd, kvstore="local"):
@@ -89,17 +121,22 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
 
 
 def run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs, soft_targets=None,
-              kvstore="local"):
-    """Train one epoch, then measure validation accuracy (when there is a `valid_iter`); return its stats."""
-    stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}", soft_targets)
+              kvstore="local", log_every=50):
+    """Train one epoch, then measure validation loss and accuracy (when there is a `valid_iter`); log and
+    return its stats. `lr` is the rate of the epoch's last update, as the job applies it (times the workers
+    in a dist job, whose servers add the workers' gradients)."""
+    started = time.perf_counter()
+    stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}", soft_targets,
+                            log_every)
     stats = job_epoch_stats(kvstore, trainer, stats, epoch * len(train_iter))
-    stats.update(epoch=epoch, lr=trainer.learning_rate)
+    stats.update(epoch=epoch, lr=trainer.learning_rate * rank_and_size(kvstore)[1])
     if valid_iter is not None:
-        stats["valid_acc"] = evaluate_accuracy(net, valid_iter, devices)
-    log.info("epoch %d: loss %.3f, train acc %.3f%s, %.1f examples/sec on %s", epoch,
-             stats["train_loss"], stats["train_acc"],
-             f", valid acc {stats['valid_acc']:.3f}" if "valid_acc" in stats else "",
-             stats["examples"] / max(stats["seconds"], 1e-9), devices)
+        stats["valid_loss"], stats["valid_acc"] = evaluate(net, valid_iter, devices, gluon.loss.SoftmaxCrossEntropyLoss())
+    stats["wall_seconds"] = time.perf_counter() - started
+    log.info("epoch %d/%d (%.1f s): train loss %.3f, acc %.3f%s | lr %g | %.1f img/s on %s", epoch, num_epochs,
+             stats["wall_seconds"], stats["train_loss"], stats["train_acc"],
+             f" | valid loss {stats['valid_loss']:.3f}, acc {stats['valid_acc']:.3f}" if valid_iter is not None else "",
+             stats["lr"], stats["examples"] / max(stats["seconds"], 1e-9), ", ".join(map(str, devices)))
     return stats
 
 
@@ -119,9 +156,17 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
     return history
 
 
+def best_epoch(history):
+    """The first epoch of `history` with the highest validation accuracy (None without validation)."""
+    scored = [h for h in history if "valid_acc" in h]
+    return max(scored, key=lambda h: h["valid_acc"])["epoch"] if scored else None
+
+
 def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", checkpoint_dir=None, on_epoch_end=None):
     """`train` for a whole RunConfig: its recipe's schedule and targets, and, with `checkpoint_dir`, a
-    checkpoint after every epoch (`config.resume` continues from the last one).
+    checkpoint after every epoch and the best epoch's weights (by validation accuracy) beside it.
+    `config.resume` continues from the last checkpoint, to `config.epochs`; `config.patience` stops once
+    that many epochs passed without a better validation accuracy. `on_epoch_end(history)` follows along.
 
     Every epoch reseeds the generators from `config.seed` and the epoch number (see gluon_cifar.checkpoint),
     so a resumed run draws what an uninterrupted one would. In a dist job `kvstore` is the job's KVStore.
@@ -133,14 +178,24 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
     soft_targets = make_soft_targets(num_classes, config.label_smoothing, config.mixup_alpha)
     loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
     history = load_checkpoint(checkpoint_dir, net, trainer) if config.resume else []
+    if len(history) > config.epochs:
+        raise InputError(f"--epochs {config.epochs}: the run in {config.output_dir} has done {len(history)} "
+                         f"epochs already; pass --epochs {len(history)} or more to continue it")
     for epoch in range(len(history) + 1, config.epochs + 1):
+        best = best_epoch(history)
+        if config.patience and best is not None and len(history) - best >= config.patience:
+            log.info("early stop: no better validation accuracy in the %d epochs since epoch %d (%.3f)",
+                     config.patience, best, history[best - 1]["valid_acc"])
+            break
         seed_everything(epoch_seed(config.seed, epoch))
         history.append(run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, config.epochs,
-                                 soft_targets, kvstore))
+                                 soft_targets, kvstore, config.log_every))
         if checkpoint_dir:
+            if best_epoch(history) == epoch:  # before the checkpoint: a kill in between retrains this epoch
+                save_best(checkpoint_dir, net)
             save_checkpoint(checkpoint_dir, net, trainer, history)
         if on_epoch_end:
-            on_epoch_end(history[-1])
+            on_epoch_end(history)
     average_batchnorm_stats(net, kvstore)
     return history
 

@@ -7,7 +7,10 @@ if __name__ == "__main__":  # before MXNet loads, which reads it: every core, un
     from gluon_cifar.runtime import use_all_cores
     use_all_cores()
 
+import os
+
 import mxnet as mx
+import numpy as onp
 import pandas as pd
 from mxnet import gluon, np, npx
 
@@ -26,16 +29,19 @@ def predict_logits(net, X, tta="none"):
     return y_hat
 
 
-def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none"):
-    """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order."""
+def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none", probabilities=False):
+    """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order,
+    and with `probabilities` a third item: the softmax of each image's logits, one row per image."""
     loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), batch_size,
                                    shuffle=False, last_batch="keep", num_workers=num_workers)
-    ids, preds = [], []
+    ids, preds, probs = [], [], []
     for X, batch_ids in loader:
         y_hat = predict_logits(net, X.as_in_ctx(ctx), tta)
         preds.extend(y_hat.argmax(axis=1).astype("int32").asnumpy().tolist())
         ids.extend(batch_ids.asnumpy().astype(int).tolist())
-    return ids, preds
+        if probabilities:
+            probs.extend(npx.softmax(y_hat).asnumpy())
+    return (ids, preds, probs) if probabilities else (ids, preds)
 
 
 def write_submission(path, ids, preds, classes):
@@ -45,10 +51,32 @@ def write_submission(path, ids, preds, classes):
         table.to_csv(tmp, index=False)
 
 
-def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0, tta="none"):
-    """Classify every `<id>.png` of `image_dir` and write the submission to `output`; return the ids."""
-    ids, preds = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers, tta)
+def write_probabilities(path, ids, probs, classes, topk=None):
+    """Write `id,label,<class>...` with each class's probability; with `topk`, `id,label,top1,p1,...`
+    (the K likeliest classes and their probabilities) instead."""
+    probs = onp.asarray(probs)
+    order = onp.argsort(-probs, axis=1, kind="stable")
+    table = pd.DataFrame({"id": ids, "label": [classes[i] for i in order[:, 0]]})
+    if topk:
+        for k in range(min(topk, len(classes))):
+            table[f"top{k + 1}"] = [classes[i] for i in order[:, k]]
+            table[f"p{k + 1}"] = probs[onp.arange(len(ids)), order[:, k]]
+    else:
+        for i, name in enumerate(classes):
+            table[name] = probs[:, i]
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0, tta="none",
+                   probabilities=None, topk=None):
+    """Classify every `<id>.png` of `image_dir` and write the submission to `output` (and, with
+    `probabilities`, the class probabilities to that CSV); return the ids."""
+    ids, preds, *probs = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers, tta,
+                                 probabilities=bool(probabilities))
     write_submission(output, ids, preds, classes)
+    if probabilities:
+        write_probabilities(probabilities, ids, probs[0], classes, topk)
     return ids
 
 
@@ -63,12 +91,18 @@ def build_parser():
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation: 'flip' averages the logits of each image and its mirror")
+    parser.add_argument("--probabilities", metavar="FILE",
+                        help="also write each image's class probabilities (softmax) to this CSV: id, label, one "
+                             "column per class, for ensembles and error analysis (default: none)")
+    parser.add_argument("--topk", type=int, metavar="K",
+                        help="with --probabilities: only the K likeliest classes, as columns top1, p1, ... topK, "
+                             "pK (default: every class)")
     fast = parser.add_argument_group("fast CPU inference (gluon_cifar.fastinfer)")
     fast.add_argument("--fast", action="store_true",
                       help="fused MKLDNN graph, next batch decoded while this one computes; same predictions")
     fast.add_argument("--int8", metavar="TRAIN_IMAGES",
                       help="quantize to INT8 (implies --fast), calibrated on the first --calib-size images "
-                           "of this folder of training <id>.png files")
+                           "of this folder of training <id>.png files (default: FP32)")
     fast.add_argument("--calib-size", type=int, default=512, help="images to calibrate INT8 with")
     return parser
 
@@ -94,7 +128,16 @@ def main(argv=None):
         raise InputError("--num-workers must be at least 0")
     check_not_an_input(args.output, exported_files(args.model).values(),
                        [folder for folder in (args.images, args.int8) if folder])
+    if args.probabilities:
+        check_not_an_input(args.probabilities, exported_files(args.model).values(),
+                           [folder for folder in (args.images, args.int8) if folder])
+    if args.topk is not None and (args.topk < 1 or not args.probabilities):
+        raise InputError("--topk needs --probabilities FILE and must be at least 1")
+    if args.probabilities and os.path.abspath(args.probabilities) == os.path.abspath(args.output):
+        raise InputError(f"--probabilities {args.probabilities} is also --output: give them different files")
     if args.fast or args.int8:
+        if args.probabilities:
+            raise InputError("--probabilities is not available with --fast/--int8")
         if args.tta != "none":
             raise InputError("--tta is not available with --fast/--int8")
         if args.calib_size < 1:
@@ -104,8 +147,9 @@ def main(argv=None):
     else:
         net, classes = load_exported(args.model, mx.cpu())
         ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
-                             args.num_workers, args.tta)
-    print(f"wrote {args.output}: {len(ids)} predictions")
+                             args.num_workers, args.tta, args.probabilities, args.topk)
+    print(f"wrote {args.output}: {len(ids)} predictions" + (f"; class probabilities in {args.probabilities}"
+                                                             if args.probabilities else ""))
 
 
 if __name__ == "__main__":

@@ -12,22 +12,21 @@ import logging
 import os
 import sys
 
-import matplotlib
 from mxnet import npx
 
-from .atomic import atomic_path, write_json
-from .checkpoint import check_finite, interrupted_message, record_config, use_output_dir
-from .config import RunConfig
+from .checkpoint import BEST_DIRNAME, check_finite, interrupted_message, record_config, use_output_dir
+from .config import EXPORTS, RunConfig
 from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
                    make_run_loaders, reorg_cifar10_data)
 from .distributed import (KVSTORES, create_kvstore, default_kvstore, is_distributed, one_worker_at_a_time,
                           rank_and_size)
 from .errors import ArgumentParser, report_input_errors
-from .export import export_model
-from .loop import fit, seed_everything
+from .export import export_model, exported_files, load_weights
+from .loop import best_epoch, fit, seed_everything
 from .model import get_net
 from .predict import predict_folder
 from .recipes import RECIPES, SCHEDULES, TTA_MODES
+from .report import EpochReport, plot_curves, write_metrics
 
 log = logging.getLogger("gluon_cifar")
 DEFAULTS = RunConfig()
@@ -36,11 +35,12 @@ DEFAULTS = RunConfig()
 def build_parser():
     parser = ArgumentParser(
         prog="python -m gluon_cifar.train",
-        description="Train the chapter's ResNet-18 on a Kaggle-layout CIFAR-10 folder, export it and "
-                    "write submission.csv. Defaults are the chapter's (d2l, MXNet tab).")
+        description="Train the chapter's ResNet-18 on a Kaggle-layout CIFAR-10 folder, export it and write "
+                    "submission.csv. The defaults are the chapter's (d2l, \"Image Classification (CIFAR-10) "
+                    "on Kaggle\", MXNet tab).")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", help="Kaggle-layout folder (train/, test/, trainLabels.csv, or the "
-                                         ".7z archives); default: the demo set, see --demo-source")
+                                         ".7z archives) (default: the demo set, see --demo-source)")
     data.add_argument("--cache-dir", default=DEFAULTS.cache_dir,
                       help="where the demo set is cached and the bundled sample unpacked")
     data.add_argument("--demo-source", choices=DEMO_SOURCES, default=DEFAULTS.demo_source,
@@ -48,38 +48,23 @@ def build_parser():
                            "sample bundled with the package; download, only the demo set; bundled, only the sample")
     data.add_argument("--reorg-dir", help="where train_valid_test/ goes (default: inside --data-dir)")
     data.add_argument("--valid-ratio", type=float, default=DEFAULTS.valid_ratio,
-                      help="fraction of the rarest class held out per class for validation")
+                      help="fraction (0-1) of the rarest class's count held out of every class for validation")
     data.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                      help="images per batch (default: the chapter's 4 on the demo set, 128 on full data)")
-    data.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers, help="DataLoader worker processes")
+                      help="images per batch (default: the chapter's 4 on the demo set, 128 on full data; "
+                           "4 with a notice where 128 leaves no full batch)")
+    data.add_argument("--num-workers", type=int, default=DEFAULTS.num_workers,
+                      help="DataLoader worker processes (0: load in the training process)")
     data.add_argument("--fast-data", action="store_true",
                       help="decode every image once and augment whole batches (gluon_cifar.fastdata): the "
                            "chapter's augmentation, about 19x the chapter's input pipeline (make bench)")
-    optim = parser.add_argument_group("optimisation (the chapter's numbers)")
+    optim = parser.add_argument_group("optimisation (the chapter's numbers: SGD, momentum 0.9)")
     optim.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="passes over the training split")
-    optim.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
-    optim.add_argument("--wd", type=float, default=DEFAULTS.wd, help="weight decay")
+    optim.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate at the start")
+    optim.add_argument("--wd", type=float, default=DEFAULTS.wd, help="weight decay (L2 coefficient)")
     optim.add_argument("--lr-period", type=int, default=DEFAULTS.lr_period,
-                       help="epochs between learning-rate decays")
+                       help="epochs between learning-rate decays (step schedule)")
     optim.add_argument("--lr-decay", type=float, default=DEFAULTS.lr_decay,
                        help="factor the learning rate is multiplied by every --lr-period epochs")
-    run = parser.add_argument_group("run")
-    run.add_argument("--devices", help="cpu, cpu:N (N CPU contexts), gpu (all) or gpu:0,1 (default: all GPUs, "
-                                       "else cpu)")
-    run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="makes CPU runs repeatable")
-    run.add_argument("--kvstore", choices=KVSTORES,
-                     help="gradient reduction: local (on the CPU; default unless several GPUs), device (on the "
-                          "GPUs), dist_sync or dist_device_sync (many machines: start with gluon_cifar.launch, "
-                          "--batch-size is per worker)")
-    run.add_argument("--final", action="store_true",
-                     help="the chapter's last step: train on train_valid (no validation) for the submission")
-    run.add_argument("--output-dir", default=DEFAULTS.output_dir,
-                     help="where the model, submission.csv, metrics and checkpoints go")
-    again = run.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue the interrupted run in --output-dir from its last checkpoint")
-    again.add_argument("--overwrite", action="store_true",
-                       help="start afresh in an --output-dir that holds a previous run, replacing it")
     recipe = parser.add_argument_group(
         "recipe", "beyond the chapter (README, Recipes); --recipe presets these, explicit flags override it")
     recipe.add_argument("--recipe", choices=RECIPES, default=DEFAULTS.recipe,
@@ -93,14 +78,48 @@ def build_parser():
                         help="step: the chapter's (--lr-period, --lr-decay); cosine or onecycle: decay from "
                              "--lr to 0")
     recipe.add_argument("--warmup-frac", type=float,
-                        help="fraction of all updates warming up linearly from 0 (default: 0.3 for onecycle, "
-                             "else 0)")
+                        help="fraction (0-1) of all updates warming up linearly from 0 (default: 0.3 for "
+                             "onecycle, else 0)")
     recipe.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
-                        help="targets 1 - E + E/K and E/K instead of one-hot; 0: off")
+                        help="fraction (0-1) of each target spread over all classes; 0: off")
     recipe.add_argument("--mixup-alpha", type=float, default=DEFAULTS.mixup_alpha,
                         help="Beta(alpha, alpha) mixup; 0: off")
     recipe.add_argument("--tta", choices=TTA_MODES, default=DEFAULTS.tta,
                         help="test-time augmentation for submission.csv (flip: mean logits of image and mirror)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--devices", help="cpu, cpu:N (N CPU contexts), gpu (all) or gpu:0,1 (default: every GPU, "
+                                       "else cpu)")
+    run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="makes CPU runs repeatable")
+    run.add_argument("--kvstore", choices=KVSTORES,
+                     help="gradient reduction: local (on the CPU), device (on the GPUs), dist_sync or "
+                          "dist_device_sync (many machines: start with gluon_cifar.launch, --batch-size is per "
+                          "worker) (default: device with several GPUs, else local)")
+    run.add_argument("--final", action="store_true",
+                     help="the chapter's last step: train on train_valid (no validation) for the submission")
+    out = parser.add_argument_group("outputs and the model you keep")
+    out.add_argument("--output-dir", default=DEFAULTS.output_dir,
+                     help="where the model, submission.csv, metrics, curves and checkpoints go")
+    again = out.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --output-dir from its last checkpoint; with a larger --epochs, "
+                            "extend a finished one (step schedule only)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an --output-dir that holds a previous run, replacing it")
+    out.add_argument("--init-from", metavar="MODEL",
+                     help="start from trained weights: an export prefix (OUT/model) or a checkpoint folder "
+                          "(OUT/checkpoint/best) (default: Xavier initialisation)")
+    out.add_argument("--export", choices=EXPORTS,
+                     help="which epoch's weights to export and predict with: best (highest validation accuracy) "
+                          "or last (default: best with a validation split, else last)")
+    out.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                     help="stop after this many epochs without a better validation accuracy; 0: never")
+    log_group = parser.add_argument_group("what the run says")
+    log_group.add_argument("--log-every", type=int, default=DEFAULTS.log_every,
+                           help="batches between progress lines when stderr is not a terminal (a log file, "
+                                "nohup, CI; also at least one a minute); a terminal shows a progress bar")
+    log_group.add_argument("--tensorboard", action="store_true",
+                           help="also log each epoch to OUT/tensorboard (needs tensorboardX: the [tensorboard] "
+                                "extra)")
     return parser
 
 
@@ -111,25 +130,32 @@ def parse_config(argv):
     return RunConfig(**vars(parser.parse_args(argv)))
 
 
-def plot_curves(history, path):
-    """Draw the per-epoch losses and accuracies into a PNG a person can look at."""
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key in ("train_loss", "train_acc", "valid_acc"):
-        if key in history[0]:
-            ax.plot(epochs, [h[key] for h in history], marker="o", label=key.replace("_", " "))
-    ax.set_xlabel("epoch")
-    ax.grid(True)
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+def describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
+    """The lines a run starts with: what it reads, how it batches, where it computes, how it learns, what it writes."""
+    num_test = len(os.listdir(os.path.join(reorg_dir, "test", "unknown")))
+    sizes = ", ".join(f"{len(datasets[split])} {split}" for split in loaders)
+    per_worker = f" per worker ({workers} workers)" if workers > 1 else ""
+    schedule = {"step": f"x{config.lr_decay:g} every {config.lr_period} epochs",
+                "cosine": "cosine to 0", "onecycle": "one-cycle to 0"}[config.lr_schedule]
+    if config.warmup_frac:
+        schedule += f" after a {config.warmup_frac:g} warm-up"
+    extras = "".join(f", {name} {value:g}" for name, value in (("cutout", config.cutout), ("label smoothing",
+                     config.label_smoothing), ("mixup alpha", config.mixup_alpha)) if value)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return [
+        f"data: {sizes} images in {len(datasets[train_split].synsets)} classes, {num_test} test images ({reorg_dir})",
+        f"batches: {len(loaders[train_split])} per epoch of {config.batch_size} images{per_worker}",
+        f"devices: {', '.join(map(str, devices))}; "
+        f"threads: {threads + ' (OMP_NUM_THREADS)' if threads else 'MXNet default'}; kvstore {config.kvstore}",
+        f"recipe {config.recipe}: {config.epochs} epochs, lr {config.lr:g} ({schedule}), wd {config.wd:g}, "
+        f"augment {config.augment}{extras}" + (f", starting from {config.init_from}" if config.init_from else ""),
+        f"output: {config.output_dir} (metrics.csv, curves.png each epoch; checkpoint/; at the end the {config.export} "
+        "epoch's model and submission.csv)",
+    ]
 
 
-def write_outputs(output, net, history, classes, test_dir, config, device):
-    """Write the run's outputs into `output` (an OutputDir): metrics.json, curves.png, the export and
+def write_outputs(output, net, history, classes, test_dir, config, device, checkpoint_dir):
+    """Write the run's outputs into `output` (an OutputDir): metrics, curves, the chosen epoch's export and
     submission.csv, each recorded in the folder's marker once complete, so `--resume` redoes what a stop cut."""
     check_finite(net, len(history))
     out, done = output.path, []
@@ -139,17 +165,23 @@ def write_outputs(output, net, history, classes, test_dir, config, device):
         done.extend(names)
         output.set_written(done)
 
-    write_json(os.path.join(out, "metrics.json"), history)
-    finished("metrics.json")
+    write_metrics(history, out)
+    finished("metrics.csv", "metrics.json")
     plot_curves(history, os.path.join(out, "curves.png"))
     finished("curves.png")
+    chosen = best_epoch(history) if config.export == "best" else None
+    chosen = chosen or history[-1]["epoch"]
+    if chosen != history[-1]["epoch"]:
+        load_weights(net, os.path.join(checkpoint_dir, BEST_DIRNAME), classes)
     export_model(net, os.path.join(out, "model"), classes)
     finished("model-symbol.json", "model-0000.params", "model-classes.json")
     ids = predict_folder(net, test_dir, classes, os.path.join(out, "submission.csv"), config.batch_size, device,
                          config.num_workers, config.tta)
     finished("submission.csv")
-    log.info("wrote %s: %d predictions; model exported as %s-symbol.json and %s-0000.params",
-             os.path.join(out, "submission.csv"), len(ids), os.path.join(out, "model"), os.path.join(out, "model"))
+    valid = f", valid acc {history[chosen - 1]['valid_acc']:.3f}" if "valid_acc" in history[chosen - 1] else ""
+    log.info("model of epoch %d (%s%s) exported as %s; wrote %s: %d predictions", chosen, config.export, valid,
+             ", ".join(exported_files(os.path.join(out, "model")).values()), os.path.join(out, "submission.csv"),
+             len(ids))
 
 
 @report_input_errors
@@ -172,6 +204,8 @@ def run(config, argv, kvstore, output):
     """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only."""
     devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
+    logging.basicConfig(level=logging.INFO, format=(f"[rank {rank}] " if workers > 1 else "") + "%(message)s",
+                        force=True)
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
@@ -191,6 +225,8 @@ def run(config, argv, kvstore, output):
             log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
                      config.epochs)
             return
+        for line in describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
+            log.info(line)
     if rank == 0 and workers > 1:
         log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
                  "learning rate is scaled linearly with the workers: effective %g", config.kvstore, workers,
@@ -199,16 +235,23 @@ def run(config, argv, kvstore, output):
     # net -> fit
     classes = datasets[train_split].synsets
     net = get_net(devices, num_classes=len(classes))
+    if config.init_from and not config.resume:  # a resumed run's checkpoint holds them already
+        load_weights(net, config.init_from, classes)
     # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
     net.hybridize(static_alloc=True, static_shape=True)
     checkpoint_dir = output.checkpoints if output and not is_distributed(kvstore) else None
+    report = EpochReport(output.path, config.tensorboard) if output else None
     try:  # in a dist job the optimizer state lives on the servers: no checkpoints
-        history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore, checkpoint_dir)
+        history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
+                      checkpoint_dir, on_epoch_end=report)
     except KeyboardInterrupt as stop:
         raise type(stop)(interrupted_message(checkpoint_dir, argv)) from None
+    finally:
+        if report:
+            report.close()
     if output:
         write_outputs(output, net, history, classes, os.path.join(reorg_dir, "test", "unknown"), config,
-                      devices[0])
+                      devices[0], checkpoint_dir)
 
 
 if __name__ == "__main__":

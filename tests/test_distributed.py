@@ -172,7 +172,7 @@ def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
         output = ""
         for line in proc.stdout:  # ends at the latest when the launcher's --timeout stops the job
             output += line
-            if line.startswith("[worker 0] epoch 1:"):
+            if re.match(r"\[worker 0\] \[rank \d\] epoch 1/", line):  # its first epoch is done
                 break
         started = pids(output)
         os.kill(started["worker 1"], signal.SIGKILL)

@@ -23,7 +23,8 @@ def test_notebook_runs_on_the_tiny_set_and_writes_the_submission(tiny_copy, tmp_
     # kernel never resolves to another Python installed on the machine.
     install(kernel_name=KERNEL, prefix=str(tmp_path / "jupyter"))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
-    monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", tiny_copy)
+    monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", tiny_copy)  # where the data is
+    monkeypatch.setenv("GLUON_CIFAR_NOTEBOOK_SMOKE", "1")  # and a run of seconds on it
     # The kernel shares the cores with the rest of the suite: one OpenMP thread, so it never
     # spin-waits for a core another process holds.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

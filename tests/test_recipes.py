@@ -1,4 +1,4 @@
-"""The opt-in recipes (issue #8): schedules against their formulas, padcrop/cutout, soft targets, flip TTA,
+"""The opt-in recipes: schedules against their formulas, padcrop/cutout, soft targets, flip TTA,
 and `--recipe strong` end to end through the real CLI."""
 import json
 import math
