@@ -307,8 +307,8 @@ def record_config(out, config, resume=False):
         conflict = resume_conflict(config, saved)
         if conflict:
             raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")
-        if saved == json.loads(json.dumps(config.to_dict())):
-            return  # a finished run resumed changes no file
+        if saved.get("epochs") == config.epochs:
+            return  # the run's settings stand (a finished run resumed changes no file)
     write_json(path, config.to_dict())
 
 

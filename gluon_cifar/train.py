@@ -189,7 +189,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(argv)
     npx.set_np()
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    # the run's story on stdout; stderr carries only what went wrong (one line), so a log and an error never mix
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
     config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
     check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
@@ -205,7 +206,7 @@ def run(config, argv, kvstore, output):
     devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
     logging.basicConfig(level=logging.INFO, format=(f"[rank {rank}] " if workers > 1 else "") + "%(message)s",
-                        force=True)
+                        stream=sys.stdout, force=True)
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):

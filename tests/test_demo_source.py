@@ -39,7 +39,7 @@ def test_offline_training_falls_back_on_the_bundled_sample(offline, tmp_path):
         [sys.executable, "-m", "gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
          "--batch-size", "32", "--output-dir", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    said = [line for line in result.stderr.splitlines() if "bundled" in line]
+    said = [line for line in result.stdout.splitlines() if "bundled" in line]
     assert len(said) == 1 and UNREACHABLE in said[0] and "--data-dir /path" in said[0], result.stderr
     sample = tmp_path / "cache" / "demo_sample"
     assert pd.read_csv(out / "submission.csv")["id"].tolist() == sample_ids(sample / "test")

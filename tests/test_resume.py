@@ -68,7 +68,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
 
     resumed = run("train", *train_args(odd_kaggle_dir, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stderr and "epoch 1/2 (" not in resumed.stderr and "epoch 2/2 (" in resumed.stderr
+    assert "resuming from" in resumed.stdout and "epoch 1/2 (" not in resumed.stdout and "epoch 2/2 (" in resumed.stdout
     expected, got = load_params(tmp_path / "straight" / "model-0000.params"), load_params(out / "model-0000.params")
     assert expected.keys() == got.keys()
     for name in expected:
@@ -113,7 +113,7 @@ def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_ka
     assert resume_command[:3] == [sys.executable, "-m", "gluon_cifar.train"] and "--resume" in resume_command
     resumed = run("train", *resume_command[3:])
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{epochs_done} epoch(s) done" in resumed.stderr
+    assert f"{epochs_done} epoch(s) done" in resumed.stdout
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3]
     assert (out / "submission.csv").is_file()
 

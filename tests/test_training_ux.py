@@ -51,7 +51,7 @@ def flat_data_dir(tmp_path_factory):
 
 def train_main(capsys, *args):
     train.main([str(a) for a in args])
-    return capsys.readouterr().err
+    return capsys.readouterr().out  # the run's log: stderr is for errors
 
 
 def weights(source):

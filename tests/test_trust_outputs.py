@@ -192,7 +192,7 @@ def test_a_folder_in_use_by_another_run_is_refused(run_copy, data_dir, capsys):
         refused(train.main, train_argv(data_dir, run_copy, "--resume"), capsys, "in use by another run")
         assert snapshot(run_copy) == before
     train.main(train_argv(data_dir, run_copy, "--resume"))  # released: nothing to do, exit 0
-    assert "nothing to do" in capsys.readouterr().err
+    assert "nothing to do" in capsys.readouterr().out
 
 
 # Outputs never replace inputs
@@ -245,7 +245,7 @@ def test_onnx_export_command_by_default_keeps_the_models_class_file(finished, tm
 def test_resume_of_a_finished_run_redoes_nothing(run_copy, data_dir, capsys):
     before = snapshot(run_copy)
     train.main(train_argv(data_dir, run_copy, "--resume"))
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert [line for line in err.splitlines() if line.strip()] == [
         f"{run_copy}: this run is finished (1 epoch(s), every output written): nothing to do"]
     assert snapshot(run_copy) == before
@@ -518,7 +518,7 @@ def test_sigkill_in_the_outputs_stage_then_resume_gives_the_uninterrupted_output
 
     resumed = run("train", *train_argv(data_dir, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stderr
+    assert "resuming from" in resumed.stdout
     for name in OUTPUT_FILES:
         if name != "metrics.json":
             assert (out / name).read_bytes() == (straight / name).read_bytes(), name
@@ -528,7 +528,7 @@ def test_sigkill_in_the_outputs_stage_then_resume_gives_the_uninterrupted_output
     assert not [name for name in os.listdir(out) if name.startswith((".export.", ".submission.csv."))]
 
     again = run("train", *train_argv(data_dir, out, "--resume"))
-    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
 
 
 @pytest.mark.slow
