@@ -50,6 +50,7 @@ class RunConfig:
     devices: Optional[str] = None  # cpu, cpu:N, gpu, gpu:0,1; None: every GPU, else cpu
     seed: int = 0
     kvstore: Optional[str] = None
+    job_workers: int = 1  # workers of a dist job (set by train.main, not an option: `launch -n`)
     final: bool = False
     output_dir: str = "out"
     resume: bool = False

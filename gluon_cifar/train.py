@@ -15,13 +15,12 @@ import sys
 import matplotlib
 from mxnet import npx
 
-from .atomic import atomic_path, write_json
-from .checkpoint import interrupted_message, prepare_output_dir, record_config
+from .atomic import atomic_path, read_json, write_json
+from .checkpoint import CHECKPOINT_DIRNAME, CONFIG_FILENAME, interrupted_message, prepare_output_dir, record_config
 from .config import RunConfig
 from .data import AUGMENTATIONS, download_demo, load_datasets, make_run_loaders, reorg_cifar10_data
-from .distributed import (KVSTORES, create_kvstore, default_kvstore, is_distributed, one_worker_at_a_time,
-                          rank_and_size)
-from .errors import ArgumentParser, report_input_errors
+from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
+from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model
 from .loop import fit, seed_everything
 from .model import get_net
@@ -121,6 +120,14 @@ def plot_curves(history, path):
     plt.close(fig)
 
 
+def check_same_job_size(out, config):
+    """Refuse to resume a run with another number of workers: that changes the global batch, hence the run."""
+    saved = read_json(os.path.join(out, CONFIG_FILENAME)) if config.resume else None
+    if saved is not None and saved.get("job_workers", 1) != config.job_workers:
+        raise InputError(f"--resume continues the run as it was started, on {saved.get('job_workers', 1)} worker(s); "
+                         f"this job has {config.job_workers} (python -m gluon_cifar.launch -n)")
+
+
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -132,8 +139,11 @@ def main(argv=None):
     config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(devices))
     kvstore = create_kvstore(config.kvstore)
     rank, workers = rank_and_size(kvstore)
+    config = dataclasses.replace(config, job_workers=workers)
     out = config.output_dir
-    checkpoint_dir = prepare_output_dir(out, config.resume, config.overwrite) if rank == 0 else None
+    # rank 0 owns the output folder; on --resume every worker reads the checkpoint (a folder they all see)
+    checkpoint_dir = (prepare_output_dir(out, config.resume, config.overwrite) if rank == 0
+                      else os.path.join(out, CHECKPOINT_DIRNAME))
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
@@ -148,11 +158,12 @@ def main(argv=None):
     loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
                                config.num_workers, config.fast_data, rank, workers)
     if rank == 0:
+        check_same_job_size(out, config)
         record_config(out, config, config.resume)
     if rank == 0 and workers > 1:
-        log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
-                 "learning rate is scaled linearly with the workers: effective %g", config.kvstore, workers,
-                 config.batch_size, workers * config.batch_size, workers * config.lr)
+        log.info("%s: %d workers x batch %d: learns as one process with --devices cpu:%d --batch-size %d "
+                 "(the same rate, weight decay and schedule per update)", config.kvstore, workers,
+                 config.batch_size, workers, workers * config.batch_size)
 
     # net -> fit
     classes = datasets[train_split].synsets
@@ -161,8 +172,7 @@ def main(argv=None):
     net.hybridize(static_alloc=True, static_shape=True)
     try:
         history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
-                      # in a dist job the optimizer state lives on the servers: no checkpoints
-                      checkpoint_dir=None if is_distributed(kvstore) else checkpoint_dir)
+                      checkpoint_dir)
     except KeyboardInterrupt as stop:
         raise type(stop)(interrupted_message(checkpoint_dir, argv)) from None
     if rank != 0:
