@@ -265,28 +265,36 @@ def main(argv=None):
     scheduler_host = args.scheduler_host or (address_towards(hosts[0]) if hosts else "127.0.0.1")
     layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, args.port or free_port(),
                   train_args, args.python)
+    failure = run_job(layout, args.ssh, args.timeout, args.grace)
+    if failure:
+        sys.exit(130 if failure == "interrupted" else 1)
+    print(f"all {args.num_workers} worker(s) finished", flush=True)
+
+
+def run_job(layout, ssh="ssh", timeout=None, grace=10.0):
+    """Start the processes of `layout` (see `plan`), relay their output and wait for the workers; on a
+    failure say what failed (one `error:` line) and stop the rest. Returns None, or why the job failed."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed launcher still ends its job
     events = queue.Queue()
     procs = {}
     failure = None
     try:
         for name, host, env, command in layout:
-            procs[name] = start(name, host, env, command, args.ssh, events)
-        failure = supervise(procs, events, args.timeout, args.grace)
+            procs[name] = start(name, host, env, command, ssh, events)
+        failure = supervise(procs, events, timeout, grace)
     except KeyboardInterrupt:
         failure = "interrupted"
     finally:
         running = [name for name, proc in procs.items() if proc.poll() is None]
         if failure:
             print(f"error: {failure}; stopping the other {len(running)} process(es)"
-                  f"{': ' + ', '.join(running) if running else ''} (SIGKILL after {args.grace:g} s); the same "
+                  f"{': ' + ', '.join(running) if running else ''} (SIGKILL after {grace:g} s); the same "
                   "command with --resume continues from the last complete epoch, if one was checkpointed",
                   file=sys.stderr, flush=True)
         # After the workers' success the servers and the scheduler end by themselves.
-        stop(procs, args.grace, politely=failure is not None)
-    if failure:
-        sys.exit(130 if failure == "interrupted" else 1)
-    print(f"all {args.num_workers} worker(s) finished", flush=True)
+        stop(procs, grace, politely=failure is not None)
+    return failure
+
 
 if __name__ == "__main__":
     main()

@@ -146,6 +146,7 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
         check_replicas_agree(kvstore, net, epoch)
         if checkpoint_dir and rank_and_size(kvstore)[0] == 0:
             save_checkpoint(checkpoint_dir, net, trainer, history)
+            log.info("epoch %d: checkpoint saved in %s", epoch, checkpoint_dir)
         if on_epoch_end:
             on_epoch_end(history[-1])
     return history
