@@ -18,6 +18,7 @@ import hashlib
 import os
 
 import mxnet as mx
+from mxnet import gluon
 
 from .errors import InputError
 
@@ -55,6 +56,22 @@ def trainer_options(kvstore):
     can checkpoint it; MXNet cannot save the state of an optimizer that runs on the servers.
     """
     return {"kvstore": kvstore, "update_on_kvstore": False if is_distributed(kvstore) else None}
+
+
+class Trainer(gluon.Trainer):
+    """gluon.Trainer that lets its broadcast of the initial parameters finish before it pushes a gradient.
+
+    MXNet 1.9.1's dist kvstore does not order a worker's pull of a key before that worker's later push
+    to the key when they touch different arrays. The Trainer's first step pulls the initial weights,
+    then pushes the gradients at once: a slower worker's pull could be answered after the first round
+    of gradients was summed, and its replica started from that sum (or, for an array split across
+    servers, partly). update_on_kvstore=True hid it by pulling the weights again every step; this is
+    the divergence once seen with workers that update. Reproduced with bare init/pull/pushpull.
+    """
+
+    def _init_params(self):
+        super()._init_params()
+        mx.npx.waitall()
 
 
 def gradient_scale(kvstore):

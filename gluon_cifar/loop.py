@@ -14,8 +14,8 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .checkpoint import epoch_seed, load_checkpoint, save_checkpoint
-from .distributed import (average_across_workers, check_replicas_agree, epoch_keys, gradient_scale, is_distributed,
-                          rank_and_size, trainer_options)
+from .distributed import (Trainer, average_across_workers, check_replicas_agree, epoch_keys, gradient_scale,
+                          is_distributed, rank_and_size, trainer_options)
 from .errors import InputError
 from .recipes import make_scheduler, make_soft_targets, step_decay
 
@@ -86,9 +86,9 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
     In a dist job every worker runs it on the servers' sum of the workers' gradients, scaled to the mean
     over the job's global batch (gluon_cifar.distributed): the update of one process with a device per worker.
     """
-    return gluon.Trainer(net.collect_params(), "sgd", {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler,
-                                                       "rescale_grad": gradient_scale(kvstore)},
-                         **trainer_options(kvstore))
+    return Trainer(net.collect_params(), "sgd", {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler,
+                                                 "rescale_grad": gradient_scale(kvstore)},
+                   **trainer_options(kvstore))
 
 
 def run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs, soft_targets=None,
