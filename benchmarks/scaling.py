@@ -121,6 +121,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--service-threads", type=int,
+                        help="OpenMP threads of the servers and the scheduler (default: the launcher's, 1)")
+    parser.add_argument("--one-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the one-process baseline (--no-one-process: only the jobs; ratios then "
+                             "against --baseline)")
+    parser.add_argument("--baseline", type=float, help="img/s of one process, from an earlier run")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--role", choices=["driver", "worker"], default="driver", help=argparse.SUPPRESS)
     parser.add_argument("--reorg-dir", help=argparse.SUPPRESS)
@@ -135,20 +141,25 @@ def main():
     args.reorg_dir = reorg_cifar10_data(args.data_dir, 0.1, os.path.join(scratch, "reorg"))
     print(f"machine: {platform.processor() or platform.machine()}, {args.cores} cores; batch {args.batch_size} "
           f"per process, {args.warmup} warm-up + {args.steps} timed steps; {args.servers} server(s)", flush=True)
+    # --service-threads N: the servers and the scheduler as the launcher used to start them (N threads)
+    service_threads = {"OMP_NUM_THREADS": str(args.service_threads),
+                       "MXNET_CPU_WORKER_NTHREADS": "1"} if args.service_threads else {}
     rows = []
     with open(os.path.join(scratch, "processes.log"), "w") as log:
-        baseline = None
+        baseline = args.baseline
         for loaders in args.loaders:
-            one, roles = run([("worker 0", {"OMP_NUM_THREADS": str(max(1, args.cores - loaders))},
-                               worker_argv(args, loaders))], log)
-            rows.append({"run": "one process", "workers": 1, "loaders": loaders,
-                         "img_s": one["images"] / one["seconds"], "threads": [max(1, args.cores - loaders)],
-                         "cpu_s": roles, "seconds": one["seconds"]})
-            baseline = max(baseline or 0, rows[-1]["img_s"])
+            if args.one_process:
+                one, roles = run([("worker 0", {"OMP_NUM_THREADS": str(max(1, args.cores - loaders))},
+                                   worker_argv(args, loaders))], log)
+                rows.append({"run": "one process", "workers": 1, "loaders": loaders,
+                             "img_s": one["images"] / one["seconds"], "threads": [max(1, args.cores - loaders)],
+                             "cpu_s": roles, "seconds": one["seconds"]})
+                baseline = max(baseline or 0, rows[-1]["img_s"])
             for workers in args.workers:
                 layout = launch.plan(workers, args.servers, None, "127.0.0.1", launch.free_port(),
                                      ["--num-workers", str(loaders)], sys.executable, args.cores)
-                job, roles = run([(name, env, worker_argv(args, loaders) if name.startswith("worker") else argv)
+                job, roles = run([(name, {**env, **service_threads} if not name.startswith("worker") else env,
+                                   worker_argv(args, loaders) if name.startswith("worker") else argv)
                                   for name, _, env, argv in layout], log)
                 rows.append({"run": "launch", "workers": workers, "loaders": loaders,
                              "img_s": job["images"] * workers / job["seconds"], "cpu_s": roles,

@@ -173,8 +173,8 @@ def main(argv=None):
     try:
         history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
                       checkpoint_dir)
-    except KeyboardInterrupt as stop:
-        raise type(stop)(interrupted_message(checkpoint_dir, argv)) from None
+    except KeyboardInterrupt as stop:  # in a job, the launcher says how to resume it
+        raise type(stop)(interrupted_message(checkpoint_dir, argv) if workers == 1 else "stopped with the job") from None
     if rank != 0:
         return  # rank 0 writes the job's outputs
 
