@@ -87,15 +87,15 @@ def epoch_keys(net, epoch):
     return range(size * epoch, size * (epoch + 1))
 
 
-def average_across_workers(kvstore, arrays, keys):
-    """The element-wise means of `arrays` over the workers of a dist job, made by its servers under `keys`
+def sum_across_workers(kvstore, arrays, keys):
+    """The element-wise sums of `arrays` over the workers of a dist job, made by its servers under `keys`
     (fresh ones): without an optimizer, the servers return the sum of what the workers push."""
     mx.npx.waitall()  # the last update on this worker is done, hence (sync mode) on every worker
     keys = list(keys)[:len(arrays)]
     kvstore.init(keys, [mx.np.zeros_like(a) for a in arrays])
     totals = [mx.np.zeros_like(a) for a in arrays]
     kvstore.pushpull(keys, [a.copy() for a in arrays], out=totals)
-    return [total / kvstore.num_workers for total in totals]
+    return totals
 
 
 def check_replicas_agree(kvstore, net, epoch):
@@ -109,8 +109,7 @@ def check_replicas_agree(kvstore, net, epoch):
         digest.update(param.data().asnumpy().tobytes())
     mine = mx.np.zeros(kvstore.num_workers)
     mine[kvstore.rank] = int.from_bytes(digest.digest()[:3], "big")  # 24 bits: exact in float32
-    fingerprints = [int(v) for v in average_across_workers(kvstore, [mine], epoch_keys(net, epoch)[-1:])[0]
-                    * kvstore.num_workers]
+    fingerprints = [int(v) for v in sum_across_workers(kvstore, [mine], epoch_keys(net, epoch)[-1:])[0]]
     if len(set(fingerprints)) != 1:
         raise RuntimeError(f"the workers' parameters differ after epoch {epoch} (fingerprints by rank: "
                            f"{fingerprints}): resume the job from its last checkpoint")

@@ -14,8 +14,8 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .checkpoint import epoch_seed, load_checkpoint, save_checkpoint
-from .distributed import (Trainer, average_across_workers, check_replicas_agree, epoch_keys, gradient_scale,
-                          is_distributed, rank_and_size, trainer_options)
+from .distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed, rank_and_size,
+                          sum_across_workers, trainer_options)
 from .errors import InputError
 from .recipes import make_scheduler, make_soft_targets, step_decay
 
@@ -163,7 +163,7 @@ def average_batchnorm_stats(net, kvstore=None, epoch=0):
     params = list(net.collect_params(".*running_(mean|var)").values())
     means = [sum(s.copyto(mx.cpu()) for s in p.list_data()) / len(p.list_data()) for p in params]
     if is_distributed(kvstore):
-        means = average_across_workers(kvstore, means, epoch_keys(net, epoch))
+        means = [total / kvstore.num_workers for total in sum_across_workers(kvstore, means, epoch_keys(net, epoch))]
     for param, mean in zip(params, means):
         for data in param.list_data():  # in place: set_data would reset the Trainer's (dist) kvstore
             data[:] = mean.as_in_ctx(data.ctx)
