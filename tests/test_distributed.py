@@ -231,6 +231,7 @@ exec sh -c "$1"
 """
 
 
+@pytest.mark.slow
 def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_path):
     """The host-file path with a stand-in for ssh that runs the remote command on this machine."""
     root, _ = job_dir
