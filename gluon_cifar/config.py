@@ -52,6 +52,7 @@ class RunConfig:
     devices: Optional[str] = None  # cpu, cpu:N, gpu, gpu:0,1; None: every GPU, else cpu
     seed: int = 0
     kvstore: Optional[str] = None
+    job_workers: int = 1  # workers of a dist job (set by train.main, not an option: `launch -n`)
     final: bool = False
     output_dir: str = "out"
     resume: bool = False
@@ -67,7 +68,7 @@ class RunConfig:
         if self.warmup_frac is None:
             object.__setattr__(self, "warmup_frac", DEFAULT_WARMUP[self.lr_schedule])
         if self.export is None:
-            object.__setattr__(self, "export", "last" if self.final or self.distributed else "best")
+            object.__setattr__(self, "export", "last" if self.final else "best")
         self.check()
 
     def check(self):
@@ -92,12 +93,10 @@ class RunConfig:
             self._require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
         self._require(self.kvstore is None or self.kvstore in KVSTORES, "kvstore", f"must be one of {', '.join(KVSTORES)}")
         self._require(self.export in EXPORTS, "export", f"must be one of {', '.join(EXPORTS)}")
-        if (self.export == "best" or self.patience) and (self.final or self.distributed):
+        if (self.export == "best" or self.patience) and self.final:
             option = "--export best" if self.export == "best" else "--patience"
-            raise InputError(f"{option} needs the best validation accuracy, which "
-                             + ("--final (no validation split) has not" if self.final else
-                                "a distributed job does not keep (no checkpoints)")
-                             + ": use --export last without --patience")
+            raise InputError(f"{option} needs a validation accuracy, which --final (no validation split) has not: "
+                             "use --export last without --patience")
         if self.tensorboard:
             try:
                 import tensorboardX  # noqa: F401 (an optional extra)

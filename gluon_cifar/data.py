@@ -16,6 +16,7 @@ import stat
 import unicodedata
 import zipfile
 
+import numpy as onp
 import pandas as pd
 from mxnet import gluon, image
 from mxnet.gluon.data.vision import transforms
@@ -607,11 +608,16 @@ def load_datasets(reorg_dir):
             for split in SPLITS}
 
 
-def make_loaders(datasets, batch_size, train_transform, num_workers=0):
-    """The chapter's loaders: training splits shuffled and augmented, valid plain and in order."""
+def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, workers=1):
+    """The chapter's loaders: training splits shuffled and augmented, valid plain and in order.
+
+    In a job of `workers` workers, worker `rank` gets its part of each global batch (`ShardSampler`).
+    """
     def loader(split, transform, shuffle):
+        sampler = ShardSampler(len(datasets[split]), workers, rank, batch_size) if shuffle and workers > 1 else None
         return gluon.data.DataLoader(datasets[split].transform_first(transform), batch_size,
-                                     shuffle=shuffle, last_batch="discard", num_workers=num_workers)
+                                     shuffle=shuffle and sampler is None, sampler=sampler, last_batch="discard",
+                                     num_workers=num_workers)
     return {"train": loader("train", train_transform, True),
             "train_valid": loader("train_valid", train_transform, True),
             "valid": loader("valid", test_transform(), False)}
@@ -626,50 +632,45 @@ def check_loader_options(augment, fast, distributed):
 
 def make_run_loaders(reorg_dir, datasets, splits, batch_size, augment="chapter", cutout=0, num_workers=0,
                      fast=False, rank=0, workers=1):
-    """The loaders of `splits` that a training run asks for: the chapter's (`make_loaders`) over worker
-    `rank`'s shard of the training splits, or with `fast` the decoded-once loaders of `gluon_cifar.fastdata`.
+    """The loaders of `splits` that a training run asks for: the chapter's (`make_loaders`; in a job of
+    `workers`, worker `rank`'s part of each batch), or with `fast` the decoded-once loaders of `gluon_cifar.fastdata`.
 
     A batch size that leaves one of them without a full batch is refused, naming the sizes.
     """
     check_loader_options(augment, fast, distributed=workers > 1)
-    datasets = worker_shards(datasets, rank, workers)
-    where = " (this worker's shard)" if workers > 1 else ""
     for split in splits:
-        if len(datasets[split]) < batch_size:
-            raise InputError(f"--batch-size {batch_size} is larger than the {len(datasets[split])} images of the "
-                             f"{split} split{where}: no full batch of it; use --batch-size {len(datasets[split])} "
-                             "or less")
+        shares = workers if split in ("train", "train_valid") else 1  # a global batch of the job
+        if len(datasets[split]) < shares * batch_size:
+            what = f"{workers} workers x --batch-size {batch_size}" if shares > 1 else f"--batch-size {batch_size}"
+            raise InputError(f"{what} is larger than the {len(datasets[split])} images of the {split} split: no "
+                             f"full batch of it; use --batch-size {len(datasets[split]) // shares} or less")
     if fast:
         return {split: fast_loader(reorg_dir, split, batch_size) for split in splits}
-    loaders = make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers)
+    loaders = make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers, rank, workers)
     return {split: loaders[split] for split in splits}
 
 
 class ShardSampler(gluon.data.Sampler):
-    """Every `num_shards`-th index from `index`: same count for every shard, a different part for each.
+    """Worker `rank`'s part of every global batch: the examples that one process with `num_shards` devices
+    and batch `num_shards` x `batch_size` gives its device `rank` (gluon_cifar.distributed: one learning rule).
 
-    Strided rather than contiguous, so each shard of a class-ordered folder (ImageFolderDataset)
-    holds every class in the same proportion; the remainder (< num_shards items) is left out.
+    Each pass shuffles every index as gluon's RandomSampler does (NumPy's generator, which the workers
+    seed alike), cuts the order into global batches (dropping the incomplete last one, as the loaders do)
+    and yields the `rank`-th `batch_size` of each.
     """
 
-    def __init__(self, length, num_shards, index):
-        self._indices = range(index, length - length % num_shards, num_shards)
+    def __init__(self, length, num_shards, rank, batch_size):
+        self._shape = (length // (num_shards * batch_size), num_shards, batch_size)
+        self._length, self._rank = length, rank
 
     def __iter__(self):
-        return iter(self._indices)
+        order = onp.arange(self._length)
+        onp.random.shuffle(order)
+        batches = order[:int(onp.prod(self._shape))].reshape(self._shape)
+        return iter(batches[:, self._rank].ravel().tolist())
 
     def __len__(self):
-        return len(self._indices)
-
-
-def worker_shards(datasets, rank, size):
-    """`datasets` (split name -> Dataset) with the training splits cut to shard `rank` of `size`.
-
-    valid and test stay whole: every worker evaluates alike and rank 0 predicts the whole test set.
-    """
-    return {split: dataset.sample(ShardSampler(len(dataset), size, rank))
-            if size > 1 and split in ("train", "train_valid") else dataset
-            for split, dataset in datasets.items()}
+        return self._shape[0] * self._shape[2]
 
 
 class ImageFilesDataset(gluon.data.Dataset):

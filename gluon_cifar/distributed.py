@@ -1,16 +1,24 @@
-"""Many devices and many machines: the kvstore, this worker's place in the job and its shard of the data.
+"""Many devices and many machines: the kvstore, this worker's place in the job and its part of each batch.
 
 `local`/`device` reduce gradients across one machine's devices; `dist_sync`/`dist_device_sync` join a
 job of scheduler, parameter servers and workers started by `python -m gluon_cifar.launch` (MXNet reads
-the DMLC_* environment variables when the KVStore is created). The servers add up the workers'
-gradients and update the weights; after the last update they also average the workers' BatchNorm
-running statistics.
+the DMLC_* environment variables when the KVStore is created).
+
+One learning rule: a job of W workers x batch B learns as one process with W devices x batch B (that is,
+`--devices cpu:W --batch-size W*B`). Each global batch of W*B images is drawn from one shuffle that every
+worker makes alike (`data.ShardSampler`), and worker r trains on the r-th B of it, as device r would; the
+servers only add the workers' gradients (they run no optimizer); every worker divides the sum by W*B and
+applies the same SGD step to its own replica, as one process applies it once. So the rate, weight decay
+and schedule per update are one process's, and each worker holds the whole optimizer state, which rank 0
+checkpoints like one process does.
 """
 import contextlib
 import fcntl
+import hashlib
 import os
 
 import mxnet as mx
+from mxnet import gluon
 
 
 from .errors import InputError
@@ -43,46 +51,69 @@ def rank_and_size(kvstore):
 
 
 def trainer_options(kvstore):
-    """Trainer arguments: with a dist kvstore the servers run the optimizer and workers pull the weights.
+    """Trainer arguments for `kvstore`: in a dist job the servers add gradients and the workers update.
 
-    That is MXNet's default for dist kvstores, and the one that keeps the replicas identical here:
-    with update_on_kvstore=False (servers only add gradients, workers update) two workers on
-    127.0.0.1 ended some runs with different weights in MXNet 1.9.1.
+    update_on_kvstore=False keeps the optimizer (momentum, update count) on every worker, where rank 0
+    can checkpoint it; MXNet cannot save the state of an optimizer that runs on the servers.
     """
-    return {"kvstore": kvstore, "update_on_kvstore": True if is_distributed(kvstore) else None}
+    return {"kvstore": kvstore, "update_on_kvstore": False if is_distributed(kvstore) else None}
 
 
-def job_epoch_stats(kvstore, trainer, stats, updates):
-    """One worker's `train_one_epoch` stats as the job's, in a dist job; else `stats` unchanged.
+class Trainer(gluon.Trainer):
+    """gluon.Trainer that lets its broadcast of the initial parameters finish before it pushes a gradient.
 
-    The workers step in lockstep on shards of one size, so the job's examples (hence examples/seconds,
-    the throughput) are this worker's times the worker count; loss and accuracy stay this worker's.
-    The servers apply the learning-rate schedule, so the local optimizer's update count is set to the
-    `updates` done, for `trainer.learning_rate` to read the rate the servers use.
+    MXNet 1.9.1's dist kvstore does not order a worker's pull of a key before that worker's later push
+    to the key when they touch different arrays. The Trainer's first step pulls the initial weights,
+    then pushes the gradients at once: a slower worker's pull could be answered after the first round
+    of gradients was summed, and its replica started from that sum (or, for an array split across
+    servers, partly). update_on_kvstore=True hid it by pulling the weights again every step; this is
+    the divergence once seen with workers that update. Reproduced with bare init/pull/pushpull.
     """
+
+    def _init_params(self):
+        super()._init_params()
+        mx.npx.waitall()
+
+
+def gradient_scale(kvstore):
+    """The optimizer's `rescale_grad` factor: 1/W in a job of W workers, so that `trainer.step(B)` divides
+    the servers' sum of W batches' gradients by W*B, as one process divides its W devices' sum."""
+    return 1.0 / rank_and_size(kvstore)[1]
+
+
+def epoch_keys(net, epoch):
+    """KVStore keys of `epoch`'s own for the workers' exchanges after it (BatchNorm means, then the replica
+    check, last): a key takes one size for the whole job. The Trainer holds keys 0 .. P-1 (P parameters)."""
+    size = len(net.collect_params().keys()) + 1
+    return range(size * epoch, size * (epoch + 1))
+
+
+def sum_across_workers(kvstore, arrays, keys):
+    """The element-wise sums of `arrays` over the workers of a dist job, made by its servers under `keys`
+    (fresh ones): without an optimizer, the servers return the sum of what the workers push."""
+    mx.npx.waitall()  # the last update on this worker is done, hence (sync mode) on every worker
+    keys = list(keys)[:len(arrays)]
+    kvstore.init(keys, [mx.np.zeros_like(a) for a in arrays])
+    totals = [mx.np.zeros_like(a) for a in arrays]
+    kvstore.pushpull(keys, [a.copy() for a in arrays], out=totals)
+    return totals
+
+
+def check_replicas_agree(kvstore, net, epoch):
+    """In a dist job, stop with an error if the workers' parameters differ after `epoch` (they must stay
+    equal bit for bit: each applies the same update to the same sum). Each worker puts a fingerprint of its
+    parameters into its own slot of a vector of zeros; the servers' sum holds every worker's, exactly."""
     if not is_distributed(kvstore):
-        return stats
-    trainer.optimizer.num_update = updates
-    return {**stats, "examples": stats["examples"] * kvstore.num_workers}
-
-
-def average_across_workers(kvstore, arrays, first_key):
-    """The element-wise means of `arrays` over the workers of a dist job, made by its servers.
-
-    Only after the last update: the servers' optimizer becomes MXNet's `Test`, which adds what is
-    pushed to what is stored, so each array, under a fresh key from `first_key` on (after the
-    Trainer's: it numbers the parameters 0, 1, ...) initialised to zero, comes back as the sum.
-    """
-    mx.npx.waitall()  # this worker's last update is done, hence (in sync mode) every worker's
-    kvstore.set_optimizer(mx.optimizer.Test(rescale_grad=1.0))
-    means = []
-    for key, array in enumerate(arrays, start=first_key):
-        array = array.as_in_ctx(mx.cpu())
-        kvstore.init(key, mx.np.zeros_like(array))
-        total = mx.np.zeros_like(array)
-        kvstore.pushpull(key, array.copy(), out=total)
-        means.append(total / kvstore.num_workers)
-    return means
+        return
+    digest = hashlib.sha1()
+    for param in net.collect_params().values():
+        digest.update(param.data().asnumpy().tobytes())
+    mine = mx.np.zeros(kvstore.num_workers)
+    mine[kvstore.rank] = int.from_bytes(digest.digest()[:3], "big")  # 24 bits: exact in float32
+    fingerprints = [int(v) for v in sum_across_workers(kvstore, [mine], epoch_keys(net, epoch)[-1:])[0]]
+    if len(set(fingerprints)) != 1:
+        raise RuntimeError(f"the workers' parameters differ after epoch {epoch} (fingerprints by rank: "
+                           f"{fingerprints}): resume the job from its last checkpoint")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,11 @@ until the workers finish. Output is relayed line by line, prefixed with the proc
 
 If any process fails or dies, or the job outlives --timeout, the launcher says which, stops the
 others (SIGTERM, SIGKILL after --grace seconds) and exits with status 1: a worker waiting for a dead
-one would otherwise wait forever. All processes are ended when the launcher ends.
+one would otherwise wait forever. All processes are ended when the launcher ends. Rank 0 checkpoints
+the job after every epoch, so the same command with `--resume` continues it.
+
+Local processes share this machine's cores (`plan`): one thread for the scheduler and each server, one
+core for each data-loader process, the rest split among the workers.
 """
 import argparse
 import os
@@ -83,38 +87,68 @@ def address_towards(host):
         return s.getsockname()[0]
 
 
+def option_value(train_args, name):
+    """The value the training arguments give option `name` (`--name V` or `--name=V`), or None."""
+    for i, arg in enumerate(train_args):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(train_args):
+            return train_args[i + 1]
+    return None
+
+
 def training_command(train_args):
     """The workers' arguments: the user's, with `--kvstore dist_sync` unless they chose a dist kvstore."""
-    for i, arg in enumerate(train_args):
-        kind = arg.split("=", 1)[1] if arg.startswith("--kvstore=") else (
-            train_args[i + 1] if arg == "--kvstore" and i + 1 < len(train_args) else None)
-        if kind is not None:
-            if not kind.startswith("dist"):
-                raise InputError(f"--kvstore {kind} is for one process; the launcher needs dist_sync (the default) or "
-                                 "dist_device_sync")
-            return list(train_args)
-    return list(train_args) + ["--kvstore", "dist_sync"]
+    kind = option_value(train_args, "--kvstore")
+    if kind is None:
+        return list(train_args) + ["--kvstore", "dist_sync"]
+    if not kind.startswith("dist"):
+        raise InputError(f"--kvstore {kind} is for one process; the launcher needs dist_sync (the default) or "
+                         "dist_device_sync")
+    return list(train_args)
 
 
-def plan(num_workers, num_servers, hosts, scheduler_host, port, train_args, python):
-    """[(name, host or None for here, environment, argv)] for the scheduler, the servers and the workers."""
+# Servers and the scheduler only add arrays and pass messages: one thread each. With more, OpenMP's idle
+# threads spin between the servers' many small additions and burn whole cores (measured: README).
+SERVICE_THREADS = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def worker_threads(cores, num_workers, num_servers, loaders):
+    """OpenMP threads of each local worker, so that the job's processes use `cores` cores in all: one core
+    for the scheduler, one for each server and one for each data-loader process (`loaders` per worker,
+    single-threaded), the rest shared among the workers (the first ones get the remainder)."""
+    left = cores - 1 - num_servers - num_workers * loaders
+    return [max(1, left // num_workers + (rank < left % num_workers)) for rank in range(num_workers)]
+
+
+def plan(num_workers, num_servers, hosts, scheduler_host, port, train_args, python, cores=None):
+    """[(name, host or None for here, environment, argv)] for the scheduler, the servers and the workers.
+
+    Local workers share this machine's `cores` (default: all of them; `worker_threads`) unless the user
+    set OMP_NUM_THREADS, which then holds for every worker, here or on the hosts.
+    """
     base = {"DMLC_PS_ROOT_URI": scheduler_host, "DMLC_PS_ROOT_PORT": str(port),
             "DMLC_NUM_SERVER": str(num_servers), "DMLC_NUM_WORKER": str(num_workers),
             "PYTHONUNBUFFERED": "1"}
+    if "DMLC_INTERFACE" in os.environ:  # the user's choice wins, and travels over ssh
+        base["DMLC_INTERFACE"] = os.environ["DMLC_INTERFACE"]
+    threads = [None] * num_workers
+    if "OMP_NUM_THREADS" in os.environ:
+        threads = [os.environ["OMP_NUM_THREADS"]] * num_workers
+    elif hosts is None:
+        loaders = int(option_value(train_args, "--num-workers") or 0)
+        threads = worker_threads(cores or os.cpu_count() or 1, num_workers, num_servers, max(loaders, 0))
     if hosts is None:  # ps-lite on loopback needs both, or it picks another interface
         base.update(DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
-        if "OMP_NUM_THREADS" not in os.environ:  # share this machine's cores among the local workers
-            base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_workers))
-    for name in ("DMLC_INTERFACE", "OMP_NUM_THREADS"):  # the user's choice wins, and travels over ssh
-        if name in os.environ:
-            base[name] = os.environ[name]
     serve = [python, "-c", "import mxnet"]
     train = [python, "-c", WORKER_ENTRY] + training_command(train_args)
-    procs = [("scheduler", None, {**base, "DMLC_ROLE": "scheduler"}, serve)]
-    procs += [(f"server {i}", hosts and hosts[i % len(hosts)], {**base, "DMLC_ROLE": "server"}, serve)
+    service = {**base, **SERVICE_THREADS}
+    procs = [("scheduler", None, {**service, "DMLC_ROLE": "scheduler"}, serve)]
+    procs += [(f"server {i}", hosts and hosts[i % len(hosts)], {**service, "DMLC_ROLE": "server"}, serve)
               for i in range(num_servers)]
-    procs += [(f"worker {i}", hosts and hosts[i % len(hosts)], {**base, "DMLC_ROLE": "worker"}, train)
-              for i in range(num_workers)]
+    procs += [(f"worker {i}", hosts and hosts[i % len(hosts)],
+               {**base, "DMLC_ROLE": "worker", **({"OMP_NUM_THREADS": str(threads[i])} if threads[i] else {})},
+               train) for i in range(num_workers)]
     return procs
 
 
@@ -232,27 +266,36 @@ def main(argv=None):
     scheduler_host = args.scheduler_host or (address_towards(hosts[0]) if hosts else "127.0.0.1")
     layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, args.port or free_port(),
                   train_args, args.python)
+    failure = run_job(layout, args.ssh, args.timeout, args.grace)
+    if failure:
+        sys.exit(130 if failure == "interrupted" else 1)
+    print(f"all {args.num_workers} worker(s) finished", flush=True)
+
+
+def run_job(layout, ssh="ssh", timeout=None, grace=10.0):
+    """Start the processes of `layout` (see `plan`), relay their output and wait for the workers; on a
+    failure say what failed (one `error:` line) and stop the rest. Returns None, or why the job failed."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed launcher still ends its job
     events = queue.Queue()
     procs = {}
     failure = None
     try:
         for name, host, env, command in layout:
-            procs[name] = start(name, host, env, command, args.ssh, events)
-        failure = supervise(procs, events, args.timeout, args.grace)
+            procs[name] = start(name, host, env, command, ssh, events)
+        failure = supervise(procs, events, timeout, grace)
     except KeyboardInterrupt:
         failure = "interrupted"
     finally:
         running = [name for name, proc in procs.items() if proc.poll() is None]
         if failure:
             print(f"error: {failure}; stopping the other {len(running)} process(es)"
-                  f"{': ' + ', '.join(running) if running else ''} (SIGKILL after {args.grace:g} s)",
+                  f"{': ' + ', '.join(running) if running else ''} (SIGKILL after {grace:g} s); the same "
+                  "command with --resume continues from the last complete epoch, if one was checkpointed",
                   file=sys.stderr, flush=True)
         # After the workers' success the servers and the scheduler end by themselves.
-        stop(procs, args.grace, politely=failure is not None)
-    if failure:
-        sys.exit(130 if failure == "interrupted" else 1)
-    print(f"all {args.num_workers} worker(s) finished", flush=True)
+        stop(procs, grace, politely=failure is not None)
+    return failure
+
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,8 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .checkpoint import epoch_seed, load_checkpoint, save_best, save_checkpoint
-from .distributed import average_across_workers, is_distributed, job_epoch_stats, rank_and_size, trainer_options
+from .distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed, rank_and_size,
+                          sum_across_workers, trainer_options)
 from .errors import InputError
 from .recipes import make_scheduler, make_soft_targets, step_decay
 
@@ -115,21 +116,25 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
     """The chapter's optimizer: SGD with momentum 0.9 and weight decay `wd`; the schedule alone sets the rate.
 
     Its parameters are in the net's order, not sorted by their generated names, so a checkpoint's optimizer
-    state fits every instance of the model (the names' numbers grow with each model built in a process)."""
-    return gluon.Trainer(list(net.collect_params().values()), "sgd", {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler},
-                         **trainer_options(kvstore))
+    state fits every instance of the model (the names' numbers grow with each model built in a process).
+    In a dist job every worker runs it on the servers' sum of the workers' gradients, scaled to the mean
+    over the job's global batch (gluon_cifar.distributed): the update of one process with a device per worker.
+    """
+    return Trainer(list(net.collect_params().values()), "sgd",
+                   {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler, "rescale_grad": gradient_scale(kvstore)},
+                   **trainer_options(kvstore))
 
 
 def run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs, soft_targets=None,
               kvstore="local", log_every=50):
-    """Train one epoch, then measure validation loss and accuracy (when there is a `valid_iter`); log and
-    return its stats. `lr` is the rate of the epoch's last update, as the job applies it (times the workers
-    in a dist job, whose servers add the workers' gradients)."""
+    """Train one epoch, average the BatchNorm statistics, then measure validation loss and accuracy (when
+    there is a `valid_iter`); log and return its stats (in a dist job, the job's example count: the workers
+    step in lockstep)."""
     started = time.perf_counter()
     stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}", soft_targets,
                             log_every)
-    stats = job_epoch_stats(kvstore, trainer, stats, epoch * len(train_iter))
-    stats.update(epoch=epoch, lr=trainer.learning_rate * rank_and_size(kvstore)[1])
+    average_batchnorm_stats(net, kvstore, epoch)
+    stats.update(epoch=epoch, lr=trainer.learning_rate, examples=stats["examples"] * rank_and_size(kvstore)[1])
     if valid_iter is not None:
         stats["valid_loss"], stats["valid_acc"] = evaluate(net, valid_iter, devices, gluon.loss.SoftmaxCrossEntropyLoss())
     stats["wall_seconds"] = time.perf_counter() - started
@@ -152,7 +157,6 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
         history.append(run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs))
         if on_epoch_end:
             on_epoch_end(history[-1])
-    average_batchnorm_stats(net)
     return history
 
 
@@ -169,7 +173,10 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
     that many epochs passed without a better validation accuracy. `on_epoch_end(history)` follows along.
 
     Every epoch reseeds the generators from `config.seed` and the epoch number (see gluon_cifar.checkpoint),
-    so a resumed run draws what an uninterrupted one would. In a dist job `kvstore` is the job's KVStore.
+    so a resumed run draws what an uninterrupted one would. In a dist job `kvstore` is the job's KVStore:
+    after every epoch the workers check that their replicas agree, rank 0 alone writes the checkpoint (the
+    whole job's state: every worker holds the same parameters and optimizer state) and, on resume, every
+    worker reads it.
     """
     devices = config.contexts()
     scheduler = make_scheduler(config.lr_schedule, config.lr, config.epochs, len(train_iter), config.lr_period,
@@ -190,27 +197,29 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
         seed_everything(epoch_seed(config.seed, epoch))
         history.append(run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, config.epochs,
                                  soft_targets, kvstore, config.log_every))
-        if checkpoint_dir:
+        check_replicas_agree(kvstore, net, epoch)
+        if checkpoint_dir and rank_and_size(kvstore)[0] == 0:
             if best_epoch(history) == epoch:  # before the checkpoint: a kill in between retrains this epoch
                 save_best(checkpoint_dir, net)
             save_checkpoint(checkpoint_dir, net, trainer, history)
+            log.info("epoch %d: checkpoint saved in %s", epoch, checkpoint_dir)
         if on_epoch_end:
             on_epoch_end(history)
-    average_batchnorm_stats(net, kvstore)
     return history
 
 
-def average_batchnorm_stats(net, kvstore=None):
-    """Give every device (and, with a dist `kvstore`, every worker) the mean of their BatchNorm running statistics.
+def average_batchnorm_stats(net, kvstore=None, epoch=0):
+    """Give every device (and, with a dist `kvstore`, every worker, after `epoch`) the mean of their BatchNorm
+    running statistics.
 
-    Each device updates its own running mean/variance from its own shards; `export` writes their
-    average, so the in-memory net gets the same average and both predict alike. In a dist job the devices'
-    means are averaged over the workers by the servers (after the last update), so rank 0 exports the job's.
+    Each device updates its own running mean/variance from its own shards. These are moving averages,
+    linear in the batch statistics, so averaging them after every epoch ends a run with what averaging
+    once at its end would give; in between, validation, checkpoints and `export` see one set, the job's.
     """
     params = list(net.collect_params(".*running_(mean|var)").values())
     means = [sum(s.copyto(mx.cpu()) for s in p.list_data()) / len(p.list_data()) for p in params]
     if is_distributed(kvstore):
-        means = average_across_workers(kvstore, means, first_key=len(net.collect_params().keys()))
+        means = [total / kvstore.num_workers for total in sum_across_workers(kvstore, means, epoch_keys(net, epoch))]
     for param, mean in zip(params, means):
         for data in param.list_data():  # in place: set_data would reset the Trainer's (dist) kvstore
             data[:] = mean.as_in_ctx(data.ctx)

@@ -14,13 +14,14 @@ import sys
 
 from mxnet import npx
 
-from .checkpoint import BEST_DIRNAME, check_finite, interrupted_message, record_config, use_output_dir
+from .atomic import read_json
+from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, check_finite, interrupted_message,
+                         record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
 from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
                    make_run_loaders, reorg_cifar10_data)
-from .distributed import (KVSTORES, create_kvstore, default_kvstore, is_distributed, one_worker_at_a_time,
-                          rank_and_size)
-from .errors import ArgumentParser, report_input_errors
+from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
+from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
 from .loop import best_epoch, fit, seed_everything
 from .model import get_net
@@ -184,6 +185,14 @@ def write_outputs(output, net, history, classes, test_dir, config, device, check
              len(ids))
 
 
+def check_same_job_size(out, config):
+    """Refuse to resume a run with another number of workers: that changes the global batch, hence the run."""
+    saved = read_json(os.path.join(out, CONFIG_FILENAME)) if config.resume else None
+    if saved is not None and saved.get("job_workers", 1) != config.job_workers:
+        raise InputError(f"--resume continues the run as it was started, on {saved.get('job_workers', 1)} worker(s); "
+                         f"this job has {config.job_workers} (python -m gluon_cifar.launch -n)")
+
+
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -207,6 +216,7 @@ def run(config, argv, kvstore, output):
     rank, workers = rank_and_size(kvstore)
     logging.basicConfig(level=logging.INFO, format=(f"[rank {rank}] " if workers > 1 else "") + "%(message)s",
                         stream=sys.stdout, force=True)
+    config = dataclasses.replace(config, job_workers=workers)
 
     # data -> loaders
     with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
@@ -221,6 +231,7 @@ def run(config, argv, kvstore, output):
     loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
                                config.num_workers, config.fast_data, rank, workers)
     if output:
+        check_same_job_size(output.path, config)
         record_config(output.path, config, config.resume)
         if config.resume and output.finished(config.epochs):
             log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
@@ -229,9 +240,9 @@ def run(config, argv, kvstore, output):
         for line in describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
             log.info(line)
     if rank == 0 and workers > 1:
-        log.info("%s: %d workers x batch %d = global batch %d; the servers add the workers' gradients, so the "
-                 "learning rate is scaled linearly with the workers: effective %g", config.kvstore, workers,
-                 config.batch_size, workers * config.batch_size, workers * config.lr)
+        log.info("%s: %d workers x batch %d: learns as one process with --devices cpu:%d --batch-size %d "
+                 "(the same rate, weight decay and schedule per update)", config.kvstore, workers,
+                 config.batch_size, workers, workers * config.batch_size)
 
     # net -> fit
     classes = datasets[train_split].synsets
@@ -240,13 +251,14 @@ def run(config, argv, kvstore, output):
         load_weights(net, config.init_from, classes)
     # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
     net.hybridize(static_alloc=True, static_shape=True)
-    checkpoint_dir = output.checkpoints if output and not is_distributed(kvstore) else None
+    # rank 0 owns the output folder; on --resume every worker reads the checkpoint (a folder they all see)
+    checkpoint_dir = output.checkpoints if output else os.path.join(config.output_dir, CHECKPOINT_DIRNAME)
     report = EpochReport(output.path, config.tensorboard) if output else None
-    try:  # in a dist job the optimizer state lives on the servers: no checkpoints
+    try:
         history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
                       checkpoint_dir, on_epoch_end=report)
-    except KeyboardInterrupt as stop:
-        raise type(stop)(interrupted_message(checkpoint_dir, argv)) from None
+    except KeyboardInterrupt as stop:  # in a job, the launcher says how to resume it
+        raise type(stop)(interrupted_message(checkpoint_dir, argv) if workers == 1 else "stopped with the job") from None
     finally:
         if report:
             report.close()

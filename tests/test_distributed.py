@@ -18,10 +18,12 @@ from mxnet.gluon import nn
 
 from clitools import assert_one_error_line, command, run
 from conftest import make_kaggle_dir
-from gluon_cifar.data import load_datasets, reorg_cifar10_data
-from gluon_cifar.data import ShardSampler, worker_shards
+from distfit import fit_plainly
+from gluon_cifar import launch
+from gluon_cifar.data import ShardSampler, reorg_cifar10_data
 from gluon_cifar.distributed import trainer_options
 from gluon_cifar.loop import train_one_epoch
+from gluon_cifar.model import get_net
 
 JOB_TIMEOUT = 240  # seconds; a healthy job here takes well under a minute
 
@@ -60,30 +62,78 @@ def test_two_cpu_contexts_make_the_update_of_one(tmp_path, kvstore):
             onp.testing.assert_allclose(replica, single, rtol=1e-4, atol=1e-6)
 
 
-def test_each_worker_gets_its_own_equal_shard_with_every_class(kaggle_dir):
-    datasets = load_datasets(reorg_cifar10_data(kaggle_dir, 0.1))
-    train = datasets["train"]
-    shards = [worker_shards(datasets, rank, 3) for rank in range(3)]
-    indices = [set(ShardSampler(len(train), 3, rank)) for rank in range(3)]
-    assert [len(s["train"]) for s in shards] == [len(train) // 3] * 3
-    assert not indices[0] & indices[1] and not indices[1] & indices[2] and not indices[0] & indices[2]
-    for shard in shards:
-        assert {label for _, label in shard["train"]} == set(range(len(train.synsets)))
-        assert len(shard["valid"]) == len(datasets["valid"])
-    assert worker_shards(datasets, 0, 1) == datasets
+def test_workers_share_each_global_batch_of_one_process_in_its_order():
+    """Worker r's batches are the r-th parts of one process's batches of workers x batch_size."""
+    length, workers, batch = 40, 3, 4
+    onp.random.seed(7)
+    one = list(gluon.data.RandomSampler(length))[:(length // (workers * batch)) * workers * batch]
+    parts = []
+    for rank in range(workers):
+        onp.random.seed(7)  # fit seeds every worker alike at the start of an epoch
+        sampler = ShardSampler(length, workers, rank, batch)
+        parts.append(list(sampler))
+        assert len(sampler) == len(parts[-1]) == 3 * batch
+    joined = [i for step in range(3) for part in parts for i in part[step * batch:(step + 1) * batch]]
+    assert joined == one
+
+
+@pytest.mark.parametrize("loaders, expected", [(0, [16, 15, 15, 15]), (2, [14, 13, 13, 13])])
+def test_launcher_shares_the_cores_among_local_processes(monkeypatch, loaders, expected):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    layout = launch.plan(4, 2, None, "127.0.0.1", 9000, ["--num-workers", str(loaders)], "python", cores=64)
+    threads = {name: int(env["OMP_NUM_THREADS"]) for name, _, env, _ in layout}
+    assert [threads[f"worker {i}"] for i in range(4)] == expected
+    assert threads["scheduler"] == threads["server 0"] == threads["server 1"] == 1
+    assert sum(threads.values()) + 4 * loaders == 64
+    for name, _, env, _ in layout:
+        if not name.startswith("worker"):
+            assert env["MXNET_CPU_WORKER_NTHREADS"] == "1"
+
+
+def test_launcher_keeps_the_users_thread_count_for_the_workers(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    layout = launch.plan(2, 1, None, "127.0.0.1", 9000, [], "python", cores=64)
+    assert [env["OMP_NUM_THREADS"] for _, _, env, _ in layout] == ["1", "1", "3", "3"]
+
+
+def test_two_workers_learn_as_one_process_with_two_devices(tmp_path):
+    """2 workers x batch 3 (dist_sync, a thread each) against one process with cpu:2 x batch 6: from the same
+    initialisation and the same examples, 8 updates end with the same parameters and BatchNorm statistics."""
+    reorg = reorg_cifar10_data(make_kaggle_dir(tmp_path / "kaggle", 8), 0.1, str(tmp_path / "reorg"))
+    one = fit_plainly(reorg, "cpu:2", 6)
+    one.save_parameters(str(tmp_path / "one.params"))
+
+    worker = [sys.executable, os.path.join(os.path.dirname(__file__), "distfit.py"), reorg,
+              str(tmp_path / "checkpoint"), "3"]
+    layout = [(name, host, {**env, "OMP_NUM_THREADS": "1"}, worker if name.startswith("worker") else argv)
+              for name, host, env, argv in launch.plan(2, 1, None, "127.0.0.1", launch.free_port(), [],
+                                                        sys.executable)]
+    assert launch.run_job(layout, timeout=JOB_TIMEOUT) is None
+
+    expected = mx.npx.load(str(tmp_path / "one.params"))
+    got = mx.npx.load(str(tmp_path / "checkpoint" / "epoch-0002" / "net.params"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        onp.testing.assert_allclose(got[name].asnumpy(), expected[name].asnumpy(), rtol=1e-4, atol=1e-6,
+                                    err_msg=name)
+    assert any("running_mean" in name and float(abs(v).sum()) > 0 for name, v in got.items())
 
 
 @pytest.fixture(scope="module")
 def job_dir(tmp_path_factory):
-    """12 training images (3 classes) and 7 test images: with --final, 6 per worker, one batch each."""
+    """60 training images (3 classes) and 7 test images: with --final and batch 3, 10 steps per worker
+    and epoch; and the outputs of an uninterrupted 2-epoch job on them (`out`)."""
     root = tmp_path_factory.mktemp("dist")
-    make_kaggle_dir(root / "kaggle", 4)
-    return root
+    make_kaggle_dir(root / "kaggle", 20)
+    result = subprocess.run(launch_command("-s", 2, train_args=["--epochs", 2, "--output-dir", "out"]),
+                            cwd=root, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, result
 
 
-def launch(*args, train_args):
+def launch_command(*args, train_args):
     return command("launch", "-n", 2, *args, "--timeout", JOB_TIMEOUT, "--grace", 10, "--",
-                   "--data-dir", "kaggle", "--cache-dir", "cache", "--final", "--batch-size", 6, "--lr", 0.01,
+                   "--data-dir", "kaggle", "--cache-dir", "cache", "--final", "--batch-size", 3, "--lr", 0.01,
                    "--devices", "cpu", *train_args)
 
 
@@ -96,38 +146,77 @@ def assert_ended(pids):
         assert not os.path.exists(f"/proc/{pid}"), f"{name} (pid {pid}) still exists"
 
 
-def test_dist_sync_job_two_workers_agree_and_rank0_writes_once(job_dir):
-    result = subprocess.run(launch("-s", 2, train_args=["--epochs", 2, "--output-dir", "out",
-                                                        "--save-worker-params", "replicas"]),
-                            cwd=job_dir, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_dist_sync_job_rank0_checkpoints_and_writes_once(job_dir):
+    root, result = job_dir
     assert "all 2 worker(s) finished" in result.stdout
     started = pids(result.stdout)
     assert sorted(started) == ["scheduler", "server 0", "server 1", "worker 0", "worker 1"]
     assert_ended(started)
 
     mx.npx.set_np()
-    replicas = [mx.npx.load(str(job_dir / "replicas" / f"worker-{rank}.params")) for rank in (0, 1)]
-    assert replicas[0].keys() == replicas[1].keys()
-    for name in replicas[0]:  # trainable weights and, averaged at the end, BatchNorm statistics
-        onp.testing.assert_array_equal(replicas[0][name].asnumpy(), replicas[1][name].asnumpy(), err_msg=name)
-    exported = mx.npx.load(str(job_dir / "out" / "model-0000.params"))
-    running = [v for k, v in replicas[0].items() if "running" in k]
+    checkpoint = mx.npx.load(str(root / "out" / "checkpoint" / "epoch-0002" / "net.params"))
+    exported = mx.npx.load(str(root / "out" / "model-0000.params"))
+    running = [v for k, v in checkpoint.items() if "running" in k]
     aux = [v for k, v in exported.items() if k.startswith("aux:")]
     assert len(running) == len(aux) > 0
-    assert all(float(abs(v).sum()) > 0 for k, v in replicas[0].items() if "running_mean" in k)  # trained, not zeros
-    for ours, theirs in zip(running, aux):
+    for ours, theirs in zip(running, aux):  # the job's statistics, averaged over the workers
         onp.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
 
-    with open(job_dir / "out" / "metrics.json") as f:
+    with open(root / "out" / "metrics.json") as f:
         history = json.load(f)
-    assert [h["examples"] for h in history] == [12, 12]  # the job's, not one worker's
-    assert history[1]["train_loss"] < history[0]["train_loss"]
-    written = [os.path.relpath(os.path.join(folder, name), job_dir)
-               for folder, _, names in os.walk(job_dir) for name in names]
+    assert [h["examples"] for h in history] == [60, 60]  # the job's, not one worker's
+    written = [os.path.relpath(os.path.join(folder, name), root)
+               for folder, _, names in os.walk(root) for name in names]
     assert sum(name.endswith("submission.csv") for name in written) == 1
     assert sum(name.endswith("metrics.json") for name in written) == 1
-    assert sorted(os.listdir(job_dir)) == ["cache", "kaggle", "out", "replicas"]  # no rank 1 outputs
+    assert sorted(os.listdir(root)) == ["cache", "kaggle", "out"]  # no rank 1 outputs
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_is_killed_mid_epoch_resumes_to_the_same_parameters(job_dir):
+    root, _ = job_dir
+    proc = subprocess.Popen(launch_command("-s", 2, train_args=["--epochs", 2, "--output-dir", "out-killed"]),
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        output = ""
+        for line in proc.stdout:  # ends at the latest when the launcher's --timeout stops the job
+            output += line
+            saved = re.match(r"\[(worker \d)\] epoch 1: checkpoint saved", line)
+            if saved:
+                break
+        started = pids(output)
+        other = "worker 1" if saved.group(1) == "worker 0" else "worker 0"  # not rank 0: it is training
+        os.kill(started[other], signal.SIGKILL)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, output + rest + err
+    assert_one_error_line(subprocess.CompletedProcess(proc.args, 1, output + rest, err),
+                          f"{other} (pid {started[other]}) was killed by signal SIGKILL",
+                          "stopping the other 4 process(es)", "--resume", code=1)
+    assert_ended(started)
+    assert os.listdir(root / "out-killed" / "checkpoint") == ["epoch-0001"]  # killed in epoch 2
+
+    resumed = subprocess.run(launch_command("-s", 2, train_args=["--epochs", 2, "--output-dir", "out-killed",
+                                                                 "--resume"]),
+                             cwd=root, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from" in resumed.stdout
+    for name in ("checkpoint/epoch-0002/net.params", "model-0000.params"):
+        expected, got = (mx.npx.load(str(root / out / name)) for out in ("out", "out-killed"))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            onp.testing.assert_array_equal(got[key].asnumpy(), expected[key].asnumpy(), err_msg=key)
+
+
+def test_resuming_with_another_number_of_workers_is_refused(job_dir):
+    root, _ = job_dir
+    result = subprocess.run(command("launch", "-n", 1, "--timeout", JOB_TIMEOUT, "--", "--data-dir", "kaggle",
+                                    "--cache-dir", "cache", "--final", "--batch-size", 3, "--lr", 0.01,
+                                    "--devices", "cpu", "--epochs", 3, "--output-dir", "out", "--resume"),
+                            cwd=root, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60)
+    assert result.returncode == 1
+    assert "on 2 worker(s); this job has 1 (python -m gluon_cifar.launch -n)" in result.stdout
 
 
 STAND_IN_SSH = """#!/bin/sh
@@ -141,33 +230,32 @@ exec sh -c "$1"
 """
 
 
+@pytest.mark.slow
 def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_path):
     """The host-file path with a stand-in for ssh that runs the remote command on this machine."""
+    root, _ = job_dir
     ssh = tmp_path / "ssh"
     ssh.write_text(STAND_IN_SSH)
     ssh.chmod(0o755)
     (tmp_path / "hosts").write_text("# two names for this machine\nlocalhost\n127.0.0.1\n")
     result = subprocess.run(
-        launch("-s", 1, "--hostfile", tmp_path / "hosts", "--ssh", ssh, "--scheduler-host", "127.0.0.1",
-               train_args=["--epochs", 1, "--output-dir", "out-hosts", "--kvstore", "dist_device_sync",
-                           "--devices", "cpu:2", "--save-worker-params", "replicas-hosts"]),
-        cwd=job_dir, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60,
-        env={**os.environ, "DMLC_INTERFACE": "lo"})
-    assert result.returncode == 0, result.stdout + result.stderr
+        launch_command("-s", 1, "--hostfile", tmp_path / "hosts", "--ssh", ssh, "--scheduler-host", "127.0.0.1",
+                       train_args=["--epochs", 1, "--output-dir", "out-hosts", "--kvstore", "dist_device_sync",
+                                   "--devices", "cpu:2"]),
+        cwd=root, capture_output=True, text=True, timeout=JOB_TIMEOUT + 60,
+        env={**os.environ, "DMLC_INTERFACE": "lo", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr  # the workers' replicas agreed (fit checks)
     started = pids(result.stdout)
     for name, host in (("server 0", "localhost"), ("worker 0", "localhost"), ("worker 1", "127.0.0.1")):
         assert f"started {name} (pid {started[name]}) on {host}" in result.stdout  # round-robin
     assert_ended(started)
-    mx.npx.set_np()
-    replicas = [mx.npx.load(str(job_dir / "replicas-hosts" / f"worker-{rank}.params")) for rank in (0, 1)]
-    for name in replicas[0]:
-        onp.testing.assert_array_equal(replicas[0][name].asnumpy(), replicas[1][name].asnumpy(), err_msg=name)
-    assert os.path.isfile(job_dir / "out-hosts" / "submission.csv")
+    assert os.path.isfile(root / "out-hosts" / "submission.csv")
 
 
 def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
-    proc = subprocess.Popen(launch("-s", 1, train_args=["--epochs", 1000, "--output-dir", "out-killed"]),
-                            cwd=job_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root, _ = job_dir
+    proc = subprocess.Popen(launch_command("-s", 1, train_args=["--epochs", 1000, "--output-dir", "out-dead"]),
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         output = ""
         for line in proc.stdout:  # ends at the latest when the launcher's --timeout stops the job
