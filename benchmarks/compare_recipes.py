@@ -25,11 +25,11 @@ import sys
 import tempfile
 import time
 
+import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat restores the NumPy names it reads
 import mxnet as mx
 from mxnet import init
 from mxnet.gluon import nn
 
-import gluon_cifar
 from gluon_cifar import data, predict, recipes, train
 from gluon_cifar.model import resnet18, resnet_block
 

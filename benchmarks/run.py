@@ -35,10 +35,10 @@ REPO = os.path.dirname(HERE)
 SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 
+import gluon_cifar  # noqa: E402,F401  (NumPy mode; before MXNet: the NumPy names it reads)
 import mxnet as mx  # noqa: E402
 import numpy as onp  # noqa: E402
 
-import gluon_cifar  # noqa: E402,F401  (NumPy mode; every core unless OMP_NUM_THREADS is set)
 from gluon_cifar import data, fastdata, fastinfer, predict  # noqa: E402
 from gluon_cifar.export import export_model, load_exported  # noqa: E402
 from gluon_cifar.model import get_net, resnet18  # noqa: E402

@@ -3,6 +3,7 @@
 Importing it switches MXNet to NumPy mode (`npx.set_np()`), as the chapter does, and, unless the user
 set OMP_NUM_THREADS, lets MXNet use every core (its default assumes hyper-threading and uses half).
 """
+from . import numpy_compat  # noqa: F401  (before MXNet: the NumPy names it reads)
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))

@@ -196,6 +196,7 @@ def test_amp_is_refused_with_the_reason(kaggle_dir, tmp_path):
 
 
 AMP_PROBE = """
+import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat
 import mxnet as mx
 from mxnet.contrib import amp
 from gluon_cifar.model import get_net
