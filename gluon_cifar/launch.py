@@ -8,8 +8,9 @@ others (MXNet's own tools/launch.py needs the dmlc-core tracker, which its wheel
 Without a host file everything runs on 127.0.0.1; with one, servers and workers are spread over its
 hosts round-robin and started over ssh, and the scheduler runs here. Workers run the training
 command's `main` with the training arguments (plus `--kvstore dist_sync` unless they name a dist
-kvstore) through `run_worker`; servers and the scheduler run `python -c "import mxnet"`, which serves
-until the workers finish. Output is relayed line by line, prefixed with the process's name.
+kvstore) through `run_worker`; servers and the scheduler run
+`python -c "import gluon_cifar.numpy_compat, mxnet"` (MXNet serves until the workers finish; the compat
+module first, for NumPy 2). Output is relayed line by line, prefixed with the process's name.
 
 If any process fails or dies, or the job outlives --timeout, the launcher says which, stops the
 others (SIGTERM, SIGKILL after --grace seconds) and exits with status 1: a worker waiting for a dead
@@ -108,7 +109,7 @@ def plan(num_workers, num_servers, hosts, scheduler_host, port, train_args, pyth
     for name in ("DMLC_INTERFACE", "OMP_NUM_THREADS"):  # the user's choice wins, and travels over ssh
         if name in os.environ:
             base[name] = os.environ[name]
-    serve = [python, "-c", "import mxnet"]
+    serve = [python, "-c", "import gluon_cifar.numpy_compat, mxnet"]
     train = [python, "-c", WORKER_ENTRY] + training_command(train_args)
     procs = [("scheduler", None, {**base, "DMLC_ROLE": "scheduler"}, serve)]
     procs += [(f"server {i}", hosts and hosts[i % len(hosts)], {**base, "DMLC_ROLE": "server"}, serve)

@@ -19,6 +19,12 @@ makes MXNet work unchanged. It only adds names that are missing, never replaces 
   table lists them.
 - `compat.basestring`: `str` (`numpy.compat` was removed in 2.0); MXNet's `np.pad` checks `mode` with it.
 
+One setting too, not a name: on NumPy 2, NumPy's own legacy printing mode '1.25' (in every thread), so
+that scalars print as `4` again, not `np.int64(4)`. MXNet hands operator arguments to its C++ side as
+`str()` of Python values, and NumPy ints reach them (MXNet's `split_and_load` splits at NumPy ints,
+slicing with NumPy ints gives a slice operator): `[0, np.int64(4)]` is refused as a shape. Arrays and
+float scalars print as before; a legacy mode the user has set is kept.
+
 `restore_onnx_mapping()` does the same for ONNX: MXNet's ONNX exporter reads `onnx.mapping`, removed in
 onnx 1.16, and Python 3.13 has no older onnx.
 """
@@ -65,6 +71,21 @@ _add(numpy, {
 if _missing(numpy, "compat"):
     numpy.compat = types.ModuleType("numpy.compat", "What MXNet 1.9.1 reads of NumPy 1.x's numpy.compat.")
 _add(numpy.compat, {"basestring": str})
+
+
+
+def _print_scalars_as_numpy_1():
+    if int(numpy.__version__.split(".")[0]) < 2 or numpy.get_printoptions()["legacy"] is not False:
+        return
+    numpy.set_printoptions(legacy="1.25")  # this thread's options
+    try:  # new threads start from NumPy's defaults, not from this thread's options
+        from numpy._core.printoptions import default_format_options_dict
+    except ImportError:
+        return
+    default_format_options_dict["legacy"] = 125  # what set_printoptions(legacy="1.25") stores
+
+
+_print_scalars_as_numpy_1()
 
 
 def restore_onnx_mapping():
