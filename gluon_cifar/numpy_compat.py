@@ -22,8 +22,8 @@ makes MXNet work unchanged. It only adds names that are missing, never replaces 
 One setting too, not a name: on NumPy 2, NumPy's own legacy printing mode '1.25' (in every thread), so
 that scalars print as `4` again, not `np.int64(4)`. MXNet hands operator arguments to its C++ side as
 `str()` of Python values, and NumPy ints reach them (MXNet's `split_and_load` splits at NumPy ints,
-slicing with NumPy ints gives a slice operator): `[0, np.int64(4)]` is refused as a shape. Arrays and
-float scalars print as before; a legacy mode the user has set is kept.
+slicing with NumPy ints gives a slice operator): `[0, np.int64(4)]` is refused as a shape. Only how
+NumPy prints changes (as NumPy 1.25 printed); a legacy mode the user has set is kept.
 
 `restore_onnx_mapping()` does the same for ONNX: MXNet's ONNX exporter reads `onnx.mapping`, removed in
 onnx 1.16, and Python 3.13 has no older onnx.
