@@ -8,8 +8,9 @@ transform, with the same trained weights:
 - ONNX Runtime: `model.onnx` from `python -m gluon_cifar.export --onnx` (weights as initializers);
 - ONNX Runtime, raw export: the same model with every weight also a graph input, as MXNet's exporter
   writes it, to show what `export_onnx` gains by keeping them initializers only.
-ONNX Runtime runs in its own environment (`make onnx-env`: its wheels need numpy >= 1.24, MXNet cannot
-import that), in a subprocess started after MXNet's timing, so the rows never share the cores.
+ONNX Runtime runs in a subprocess started after MXNet's timing, so the rows never share the cores: with
+this Python on 3.12+, in its own environment on <= 3.11 (`make onnx-env`: its wheels need numpy >= 1.24,
+which MXNet 1.9.1 imports only on 3.12+, through gluon_cifar.numpy_compat).
 The rows take turns for `--rounds` rounds (so a change in the machine's load hits all of them), each
 turn `--warmup` untimed then `--repeats` timed batches; prints median and range in images/s.
 """
@@ -37,7 +38,9 @@ from gluon_cifar.model import resnet18  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
-ONNX_PYTHON = os.path.join(REPO, ".venv-onnx", "bin", "python")
+# Python 3.12+ has ONNX Runtime beside MXNet (NumPy 2); on <= 3.11 it lives in .venv-onnx.
+ONNX_PYTHON = (sys.executable if sys.version_info >= (3, 12)
+               else os.path.join(REPO, ".venv-onnx", "bin", "python"))
 # Runs in the ONNX Runtime environment; prints {"version", "threads", "seconds": [per timed batch]}.
 ORT_TIMER = """
 import json, sys, time, numpy as np, onnxruntime as ort

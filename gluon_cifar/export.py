@@ -10,6 +10,7 @@ for targets without MXNet (ONNX Runtime and others); the class names go beside i
 """
 import json
 import os
+import sys
 import tempfile
 import warnings
 
@@ -17,6 +18,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, npx
 
+from . import numpy_compat
 from .atomic import atomic_path, check_not_an_input, stale_staging, write_error, write_json
 from .errors import ArgumentParser, InputError, report_input_errors, shorten
 from .images import INPUT_SHAPE
@@ -245,8 +247,9 @@ def export_onnx(prefix, output):
     try:
         import onnx
     except ImportError:
-        raise InputError("ONNX export needs the onnx package: pip install 'onnx<1.16' "
-                         "(or the package's [onnx] extra)") from None
+        raise InputError("ONNX export needs the onnx package (the package's [onnx] extra): pip install "
+                         + ("'onnx<1.16'" if sys.version_info < (3, 12) else "'onnx>=1.17'")) from None
+    numpy_compat.restore_onnx_mapping()  # onnx >= 1.16 (the only onnx for Python 3.13) has none
     files, classes = check_exported(prefix)
     classes_file = os.path.splitext(output)[0] + "-classes.json"
     check_not_an_input(output, files.values())

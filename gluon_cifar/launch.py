@@ -8,8 +8,9 @@ others (MXNet's own tools/launch.py needs the dmlc-core tracker, which its wheel
 Without a host file everything runs on 127.0.0.1; with one, servers and workers are spread over its
 hosts round-robin and started over ssh, and the scheduler runs here. Workers run the training
 command's `main` with the training arguments (plus `--kvstore dist_sync` unless they name a dist
-kvstore) through `run_worker`; servers and the scheduler run `python -c "import mxnet"`, which serves
-until the workers finish. Output is relayed line by line, prefixed with the process's name.
+kvstore) through `run_worker`; servers and the scheduler run
+`python -c "import gluon_cifar.numpy_compat, mxnet"` (MXNet serves until the workers finish; the compat
+module first, for NumPy 2). Output is relayed line by line, prefixed with the process's name.
 
 If any process fails or dies, or the job outlives --timeout, the launcher says which, stops the
 others (SIGTERM, SIGKILL after --grace seconds) and exits with status 1: a worker waiting for a dead
@@ -140,7 +141,7 @@ def plan(num_workers, num_servers, hosts, scheduler_host, port, train_args, pyth
         threads = worker_threads(cores or os.cpu_count() or 1, num_workers, num_servers, max(loaders, 0))
     if hosts is None:  # ps-lite on loopback needs both, or it picks another interface
         base.update(DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
-    serve = [python, "-c", "import mxnet"]
+    serve = [python, "-c", "import gluon_cifar.numpy_compat, mxnet"]
     train = [python, "-c", WORKER_ENTRY] + training_command(train_args)
     service = {**base, **SERVICE_THREADS}
     procs = [("scheduler", None, {**service, "DMLC_ROLE": "scheduler"}, serve)]

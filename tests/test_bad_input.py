@@ -251,6 +251,7 @@ def test_export_on_a_full_disk_keeps_the_previous_model(exported, tmp_path):
     before = snapshot(tmp_path)
     script = f"""
 import resource
+import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat
 import mxnet as mx
 from mxnet import npx
 from gluon_cifar.errors import InputError

@@ -23,7 +23,6 @@ from gluon_cifar import launch
 from gluon_cifar.data import ShardSampler, reorg_cifar10_data
 from gluon_cifar.distributed import trainer_options
 from gluon_cifar.loop import train_one_epoch
-from gluon_cifar.model import get_net
 
 JOB_TIMEOUT = 240  # seconds; a healthy job here takes well under a minute
 
@@ -280,6 +279,7 @@ def test_dist_kvstore_outside_a_launched_job_is_refused(kaggle_dir, tmp_path):
 
 
 AMP_PROBE = """
+import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat
 import mxnet as mx
 mx.npx.set_np()
 from mxnet.contrib import amp

@@ -1,7 +1,8 @@
 """ONNX export: `python -m gluon_cifar.export --onnx` writes a valid model that ONNX Runtime runs as MXNet does.
 
-ONNX Runtime cannot be imported beside MXNet 1.9.1 (its wheels need numpy >= 1.24), so it runs in its own
-environment (`make onnx-env`, cached in .venv-onnx/) through subprocesses.
+ONNX Runtime runs through subprocesses: on Python 3.12+ this interpreter (onnxruntime installs beside MXNet
+there, with NumPy 2); on <= 3.11 the environment `make onnx-env` makes (.venv-onnx/), as onnxruntime needs
+numpy >= 1.24, which MXNet 1.9.1 cannot import there.
 """
 import json
 import os
@@ -39,8 +40,10 @@ np.save(sys.argv[3], np.stack([preprocess(path) for _, path in list_images(sys.a
 
 @pytest.fixture(scope="module")
 def onnx_python():
-    """The ONNX Runtime environment's Python (created once by `make onnx-env`, then reused)."""
-    subprocess.run(["make", "-s", "onnx-env"], cwd=REPO, check=True)
+    """A Python with ONNX Runtime: this one on 3.12+, else .venv-onnx's (made once by `make onnx-env`)."""
+    if sys.version_info >= (3, 12):
+        return sys.executable
+    subprocess.run(["make", "-s", "onnx-env", f"PYTHON={sys.executable}"], cwd=REPO, check=True)
     return os.path.join(REPO, ".venv-onnx", "bin", "python")
 
 
