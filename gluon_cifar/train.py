@@ -28,6 +28,7 @@ from .model import get_net
 from .predict import predict_folder
 from .recipes import RECIPES, SCHEDULES, TTA_MODES
 from .report import EpochReport, plot_curves, write_metrics
+from .runtime import log_to_stdout
 
 log = logging.getLogger("gluon_cifar")
 DEFAULTS = RunConfig()
@@ -198,8 +199,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(argv)
     npx.set_np()
-    # the run's story on stdout; stderr carries only what went wrong (one line), so a log and an error never mix
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    log_to_stdout()  # the run's story; stderr carries only what went wrong (one line), so the two never mix
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
     config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
     check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
@@ -214,8 +214,7 @@ def run(config, argv, kvstore, output):
     """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only."""
     devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
-    logging.basicConfig(level=logging.INFO, format=(f"[rank {rank}] " if workers > 1 else "") + "%(message)s",
-                        stream=sys.stdout, force=True)
+    log_to_stdout(f"[rank {rank}] " if workers > 1 else "")
     config = dataclasses.replace(config, job_workers=workers)
 
     # data -> loaders

@@ -42,3 +42,15 @@ def assert_one_error_line(result, *fragments, code=2, after_progress=False):
     for fragment in fragments:
         assert fragment in lines[-1], (fragment, lines[-1])
     return lines[-1]
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def truncate(path):
+    """Cut the file at `path` to its first half, as an interrupted copy or download leaves it."""
+    with open(path, "rb") as f:
+        data = f.read()
+    write_bytes(path, data[:len(data) // 2])

@@ -130,6 +130,18 @@ def job_dir(tmp_path_factory):
     return root, result
 
 
+def read_until(proc, pattern):
+    """The job's output up to the first line matching `pattern`, and that match (None if the output ended
+    first: at the latest when the launcher's --timeout stops the job)."""
+    output = ""
+    for line in proc.stdout:
+        output += line
+        found = re.match(pattern, line)
+        if found:
+            return output, found
+    return output, None
+
+
 def launch_command(*args, train_args):
     return command("launch", "-n", 2, *args, "--timeout", JOB_TIMEOUT, "--grace", 10, "--",
                    "--data-dir", "kaggle", "--cache-dir", "cache", "--final", "--batch-size", 3, "--lr", 0.01,
@@ -177,12 +189,7 @@ def test_a_job_whose_worker_is_killed_mid_epoch_resumes_to_the_same_parameters(j
     proc = subprocess.Popen(launch_command("-s", 2, train_args=["--epochs", 2, "--output-dir", "out-killed"]),
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        output = ""
-        for line in proc.stdout:  # ends at the latest when the launcher's --timeout stops the job
-            output += line
-            saved = re.match(r"\[(worker \d)\] epoch 1: checkpoint saved", line)
-            if saved:
-                break
+        output, saved = read_until(proc, r"\[(worker \d)\] \[rank \d\] epoch 1: checkpoint saved")
         started = pids(output)
         other = "worker 1" if saved.group(1) == "worker 0" else "worker 0"  # not rank 0: it is training
         os.kill(started[other], signal.SIGKILL)
@@ -256,11 +263,7 @@ def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
     proc = subprocess.Popen(launch_command("-s", 1, train_args=["--epochs", 1000, "--output-dir", "out-dead"]),
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        output = ""
-        for line in proc.stdout:  # ends at the latest when the launcher's --timeout stops the job
-            output += line
-            if re.match(r"\[worker 0\] \[rank \d\] epoch 1/", line):  # its first epoch is done
-                break
+        output, _ = read_until(proc, r"\[worker 0\] \[rank \d\] epoch 1/")  # its first epoch is done
         started = pids(output)
         os.kill(started["worker 1"], signal.SIGKILL)
         rest, err = proc.communicate(timeout=60)
