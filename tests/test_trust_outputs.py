@@ -274,6 +274,7 @@ with atomic_path(sys.argv[1]) as tmp:
 # A real export, SIGKILLed the moment MXNet has written the staged files, before they are renamed.
 KILLED_EXPORT = """
 import os, signal, sys
+import gluon_cifar  # before MXNet: its NumPy 2 compatibility
 import mxnet as mx
 from mxnet import npx
 npx.set_np()
