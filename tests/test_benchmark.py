@@ -17,6 +17,7 @@ STAGES = ("reorg, first run", "reorg, re-run", "input pipeline", "vs MXNet as th
           "300,000-image prediction", "INT8 agreement", "INT8 accuracy change")
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_and_saves_every_row(tmp_path):
     if not (os.path.isdir(TINY) and os.path.isfile(REFERENCE_PARAMS)):
         pytest.skip("../shared (demo set and reference model) is not present")

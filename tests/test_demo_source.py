@@ -33,6 +33,7 @@ def sample_ids(folder):
     return sorted(int(name[:-4]) for name in os.listdir(folder))
 
 
+@pytest.mark.slow
 def test_offline_training_falls_back_on_the_bundled_sample(offline, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(

@@ -95,6 +95,7 @@ def test_launcher_keeps_the_users_thread_count_for_the_workers(monkeypatch):
     assert [env["OMP_NUM_THREADS"] for _, _, env, _ in layout] == ["1", "1", "3", "3"]
 
 
+@pytest.mark.slow
 def test_two_workers_learn_as_one_process_with_two_devices(tmp_path):
     """2 workers x batch 3 (dist_sync, a thread each) against one process with cpu:2 x batch 6: from the same
     initialisation and the same examples, 8 updates end with the same parameters and BatchNorm statistics."""
@@ -157,6 +158,7 @@ def assert_ended(pids):
         assert not os.path.exists(f"/proc/{pid}"), f"{name} (pid {pid}) still exists"
 
 
+@pytest.mark.slow
 def test_dist_sync_job_rank0_checkpoints_and_writes_once(job_dir):
     root, result = job_dir
     assert "all 2 worker(s) finished" in result.stdout
@@ -258,6 +260,7 @@ def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_p
     assert os.path.isfile(root / "out-hosts" / "submission.csv")
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
     root, _ = job_dir
     proc = subprocess.Popen(launch_command("-s", 1, train_args=["--epochs", 1000, "--output-dir", "out-dead"]),

@@ -1,4 +1,5 @@
 """The chapter notebook runs top to bottom in a fresh kernel on the tiny data and writes the submission."""
+import pytest
 import os
 
 import nbformat
@@ -18,6 +19,7 @@ def test_notebook_is_committed_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_tiny_set_and_writes_the_submission(tiny_copy, tmp_path, monkeypatch):
     # A kernelspec for this interpreter (the venv's), found first through JUPYTER_PATH, so the
     # kernel never resolves to another Python installed on the machine.

@@ -22,6 +22,7 @@ def run(module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_the_tiny_set_and_predict_reproduces_it(tiny_copy, tmp_path):
     out = tmp_path / "out"
     result = run("gluon_cifar.train", "--data-dir", tiny_copy, "--epochs", "1", "--batch-size", "32",
@@ -64,6 +65,7 @@ def test_submission_ids_come_from_file_names_and_labels_from_synsets(tmp_path):
         assert label == classes[int(net(X).argmax(axis=1)[0])]
 
 
+@pytest.mark.slow
 def test_training_on_two_cpu_contexts(kaggle_dir):
     devices = [mx.cpu(0), mx.cpu(1)]
     datasets = data.load_datasets(data.reorg_cifar10_data(kaggle_dir, 0.3))

@@ -53,6 +53,7 @@ def load_params(path):
     return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir, tmp_path):
     straight = run("train", *train_args(odd_kaggle_dir, tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
@@ -86,6 +87,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
     assert snapshot(out) == kept
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_kaggle_dir, tmp_path):
     out = tmp_path / "out"
     args = train_args(odd_kaggle_dir, out, "--num-workers", "2")

@@ -171,6 +171,7 @@ def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_cop
 
 # Fused and INT8 inference
 
+@pytest.mark.slow
 def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(reference_prefix, tiny_folder):
     fused_ops = [node["op"] for node in json.loads(
         legacy_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
@@ -182,6 +183,7 @@ def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(refere
     assert fused_classes == classes and fast_ids == ids and ours == chapter
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_200_images_it_was_not_calibrated_on(reference_prefix, tiny_folder):
     calib = fastinfer.read_calibration_images(str(tiny_folder / "calib"), 256)
     fp32, _ = fastinfer.load_fast(reference_prefix, 100)
@@ -208,6 +210,7 @@ def test_predict_int8_without_calibration_images_is_one_error_line(reference_pre
     assert not (tmp_path / "s.csv").exists()
 
 
+@pytest.mark.slow
 def test_train_command_with_fast_data_trains_and_writes_its_outputs(kaggle_dir, tmp_path):
     out = tmp_path / "out"
     result = run("train", "--data-dir", kaggle_dir, "--epochs", 2, "--batch-size", 4, "--valid-ratio", 0.3,

@@ -81,6 +81,7 @@ def test_defaults_run_says_what_it_does_and_exports_the_best_epoch(data_dir, tmp
         assert (tmp_path / "out" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_metrics_csv_gains_a_row_as_each_epoch_ends(data_dir, tmp_path):
     reorg = reorg_cifar10_data(data_dir, 0.1, str(tmp_path / "reorg"))
     loaders = make_loaders(load_datasets(reorg), 6, chapter_train_transform())
@@ -98,6 +99,7 @@ def test_metrics_csv_gains_a_row_as_each_epoch_ends(data_dir, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_extends_a_step_run_to_the_straight_result(data_dir, tmp_path, capsys):
     common = ["--data-dir", data_dir, "--seed", 3, "--devices", "cpu", "--log-every", 5]
     train_main(capsys, *common, "--epochs", 2, "--output-dir", tmp_path / "straight")
@@ -113,6 +115,7 @@ def test_resume_with_more_epochs_extends_a_step_run_to_the_straight_result(data_
         onp.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_resume_refuses_more_epochs_of_a_one_cycle_run_with_the_reason(data_dir, tmp_path, capsys):
     args = ["--data-dir", data_dir, "--lr-schedule", "onecycle", "--batch-size", 6, "--output-dir", tmp_path / "out"]
     train_main(capsys, *args, "--epochs", 1)
@@ -139,6 +142,7 @@ def test_patience_stops_early_and_the_best_epoch_is_exported(flat_data_dir, tmp_
     assert any(not onp.array_equal(a, b) for a, b in zip(exported, last))
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_an_export_and_predict_writes_probabilities(data_dir, tmp_path, capsys):
     first = tmp_path / "first"
     train_main(capsys, "--data-dir", data_dir, "--epochs", 1, "--output-dir", first)
@@ -184,6 +188,7 @@ def test_help_shows_a_default_for_every_option_that_has_one(parser):
         assert "default" in help_text, action.option_strings
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_each_epoch(data_dir, tmp_path, capsys):
     out = tmp_path / "out"
     train_main(capsys, "--data-dir", data_dir, "--epochs", 2, "--batch-size", 6, "--output-dir", out,

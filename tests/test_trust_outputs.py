@@ -301,6 +301,7 @@ def killed(script, *args):
                                                                            ".sub.csv.")))
 
 
+@pytest.mark.slow
 def test_the_next_run_removes_what_killed_writes_left_and_nothing_else(run_copy, data_dir):
     marker = json.loads((run_copy / RUN_MARKER).read_text())
     (run_copy / RUN_MARKER).write_text(json.dumps({**marker, "written": []}))  # stopped in its outputs stage
