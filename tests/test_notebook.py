@@ -1,9 +1,9 @@
 """The chapter notebook runs top to bottom in a fresh kernel on the tiny data and writes the submission."""
-import pytest
 import os
 
 import nbformat
 import pandas as pd
+import pytest
 from ipykernel.kernelspec import install
 from nbclient import NotebookClient
 
