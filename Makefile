@@ -20,6 +20,8 @@ PY_ID := $(shell for p in $(or $(PYTHON),python3.13 python3.12 python3.11 python
   print(os.path.realpath(sys.executable), ".".join(map(str, sys.version_info[:3]))) if ok else sys.exit(1)' \
   2>/dev/null && break; done)
 BASE_PY := $(firstword $(PY_ID))
+# On <= 3.11 ONNX Runtime lives in its own environment, made before the suite (not from inside pytest).
+TEST_ENVS := $(VENV)/installed $(if $(filter 3.8.% 3.9.% 3.10.% 3.11.%,$(lastword $(PY_ID))),$(ONNX_VENV)/installed)
 # FORCE when environment folder $(1) was not built by $(PY_ID).
 stale = $(shell [ -n "$(PY_ID)" ] && [ "$$(cat $(1)/installed 2>/dev/null)" = "$(PY_ID)" ] || echo FORCE)
 # Recipe lines: stop when no interpreter was found; empty folder $(1) when another interpreter built it.
@@ -42,11 +44,11 @@ $(VENV)/installed: setup.py requirements-nodeps.txt $(call stale,$(VENV))
 demo: $(VENV)/installed
 	GLUON_CIFAR_VIA_MAKE=1 $(PY) -m gluon_cifar.train $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS)) --overwrite
 
-test: $(VENV)/installed
+test: $(TEST_ENVS)
 	$(PY) -m pytest -q tests
 
 # The tier to run while working: everything but the full-pipeline subprocess runs (marked slow).
-test-fast: $(VENV)/installed
+test-fast: $(TEST_ENVS)
 	$(PY) -m pytest -q -m "not slow" tests
 
 # ONNX Runtime's own environment, no MXNet: needed on <= 3.11 only (onnxruntime needs numpy >= 1.24,
