@@ -27,7 +27,7 @@ from .loop import best_epoch, fit, seed_everything
 from .model import get_net
 from .predict import predict_folder
 from .recipes import RECIPES, SCHEDULES, TTA_MODES
-from .report import EpochReport, plot_curves, write_metrics
+from .report import EpochReport, describe_run, plot_curves, write_metrics
 from .runtime import log_to_stdout
 
 log = logging.getLogger("gluon_cifar")
@@ -130,30 +130,6 @@ def parse_config(argv):
     parser = build_parser()
     parser.set_defaults(**RECIPES[parser.parse_args(argv).recipe])
     return RunConfig(**vars(parser.parse_args(argv)))
-
-
-def describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
-    """The lines a run starts with: what it reads, how it batches, where it computes, how it learns, what it writes."""
-    num_test = len(os.listdir(os.path.join(reorg_dir, "test", "unknown")))
-    sizes = ", ".join(f"{len(datasets[split])} {split}" for split in loaders)
-    per_worker = f" per worker ({workers} workers)" if workers > 1 else ""
-    schedule = {"step": f"x{config.lr_decay:g} every {config.lr_period} epochs",
-                "cosine": "cosine to 0", "onecycle": "one-cycle to 0"}[config.lr_schedule]
-    if config.warmup_frac:
-        schedule += f" after a {config.warmup_frac:g} warm-up"
-    extras = "".join(f", {name} {value:g}" for name, value in (("cutout", config.cutout), ("label smoothing",
-                     config.label_smoothing), ("mixup alpha", config.mixup_alpha)) if value)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    return [
-        f"data: {sizes} images in {len(datasets[train_split].synsets)} classes, {num_test} test images ({reorg_dir})",
-        f"batches: {len(loaders[train_split])} per epoch of {config.batch_size} images{per_worker}",
-        f"devices: {', '.join(map(str, devices))}; "
-        f"threads: {threads + ' (OMP_NUM_THREADS)' if threads else 'MXNet default'}; kvstore {config.kvstore}",
-        f"recipe {config.recipe}: {config.epochs} epochs, lr {config.lr:g} ({schedule}), wd {config.wd:g}, "
-        f"augment {config.augment}{extras}" + (f", starting from {config.init_from}" if config.init_from else ""),
-        f"output: {config.output_dir} (metrics.csv, curves.png each epoch; checkpoint/; at the end the {config.export} "
-        "epoch's model and submission.csv)",
-    ]
 
 
 def write_outputs(output, net, history, classes, test_dir, config, device, checkpoint_dir):
