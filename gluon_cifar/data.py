@@ -608,19 +608,19 @@ def load_datasets(reorg_dir):
             for split in SPLITS}
 
 
-def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, workers=1):
-    """The chapter's loaders: training splits shuffled and augmented, valid plain and in order.
+def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, workers=1, splits=SPLITS):
+    """The chapter's loaders of `splits`: training splits shuffled and augmented, valid plain and in order.
 
     In a job of `workers` workers, worker `rank` gets its part of each global batch (`ShardSampler`).
     """
-    def loader(split, transform, shuffle):
+    def loader(split):
+        shuffle = split != "valid"  # the training splits, augmented
         sampler = ShardSampler(len(datasets[split]), workers, rank, batch_size) if shuffle and workers > 1 else None
+        transform = train_transform if shuffle else test_transform()
         return gluon.data.DataLoader(datasets[split].transform_first(transform), batch_size,
                                      shuffle=shuffle and sampler is None, sampler=sampler, last_batch="discard",
                                      num_workers=num_workers)
-    return {"train": loader("train", train_transform, True),
-            "train_valid": loader("train_valid", train_transform, True),
-            "valid": loader("valid", test_transform(), False)}
+    return {split: loader(split) for split in splits}
 
 
 def check_loader_options(augment, fast, distributed):
@@ -646,8 +646,8 @@ def make_run_loaders(reorg_dir, datasets, splits, batch_size, augment="chapter",
                              f"full batch of it; use --batch-size {len(datasets[split]) // shares} or less")
     if fast:
         return {split: fast_loader(reorg_dir, split, batch_size) for split in splits}
-    loaders = make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers, rank, workers)
-    return {split: loaders[split] for split in splits}
+    return make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers, rank, workers,
+                        splits)
 
 
 class ShardSampler(gluon.data.Sampler):

@@ -44,16 +44,44 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(f"{message} (see {self.prog} --help)")
 
 
-def _terminate_handler(owner_pid):
-    """A SIGTERM handler that stops `owner_pid` like Ctrl-C; processes forked from it (DataLoader workers)
-    keep the default: they are ended by their parent, and must not print tracebacks of their own."""
-    def handle(signum, frame):
-        if os.getpid() != owner_pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated()
-    return handle
+def _raise_terminated(signum, frame):
+    """SIGTERM in a command's process: stop cleanly, like Ctrl-C."""
+    raise Terminated()
+
+
+def _hold_sigterm():
+    """Before a command forks: SIGTERM waits, so a child cannot lose one that comes while it starts."""
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _release_sigterm():
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _detach_forked_child():
+    """In a process forked from a command (a DataLoader worker): SIGTERM kills it, and signals sent to the
+    command's process group do not reach it.
+
+    - A Python handler inherited from the command would run only when the worker's main thread next runs
+      bytecode: a SIGTERM taken by one of MXNet's engine threads, or one that came while the child started,
+      was never acted on, and the parent's `Pool.terminate()` then waited for that worker forever.
+    - An idle worker holds its pool's queue lock. Killed by a signal to the whole group (`timeout`, `kill
+      -TERM -PGID`, Ctrl-C), it would leave the parent's `Pool.terminate()` waiting for that lock: only the
+      parent signals its workers, and it does so as it stops.
+    """
+    if signal.getsignal(signal.SIGTERM) is not _raise_terminated:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+@functools.lru_cache(maxsize=None)
+def _detach_forked_children():
+    os.register_at_fork(before=_hold_sigterm, after_in_parent=_release_sigterm,
+                        after_in_child=_detach_forked_child)
 
 
 def report_input_errors(main):
@@ -65,7 +93,10 @@ def report_input_errors(main):
     @functools.wraps(main)
     def wrapper(argv=None):
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if in_main_thread else None
+        previous = None
+        if in_main_thread:
+            _detach_forked_children()
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return main(argv)
         except InputError as err:

@@ -20,6 +20,7 @@ from clitools import assert_one_error_line, command, run, snapshot
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gluon_cifar.data import reorg_cifar10_data
+from gluon_cifar.errors import report_input_errors
 
 
 def wait_for(path, proc, deadline=600):
@@ -87,24 +88,72 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
     assert snapshot(out) == kept
 
 
+def test_a_command_s_forked_workers_die_on_sigterm_and_stay_out_of_its_process_group():
+    """The command turns SIGTERM into a clean stop. A process it forks (a DataLoader worker) takes the
+    default action instead, in a process group of its own: a Python handler there may never run (the CI
+    run that hung at exit), and a group signal that killed an idle worker holding its pool's queue lock
+    would hang the parent's `Pool.terminate()` (`timeout`, `kill -TERM -PGID`)."""
+    def main(argv):
+        parent_handler = signal.getsignal(signal.SIGTERM)
+        pid = os.fork()
+        if pid == 0:
+            alone = os.getpgrp() == os.getpid() != os.getpgid(os.getppid())
+            default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            held = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            os._exit(alone + 2 * default + 4 * (not held))
+        return parent_handler, signal.pthread_sigmask(signal.SIG_BLOCK, []), os.waitpid(pid, 0)[1]
+
+    before = signal.getsignal(signal.SIGTERM)
+    parent_handler, parent_mask, child_status = report_input_errors(main)(None)
+    assert parent_handler not in (signal.SIG_DFL, signal.SIG_IGN, before)
+    assert signal.SIGTERM not in parent_mask
+    assert os.waitstatus_to_exitcode(child_status) == 7, "own group (1), default SIGTERM (2), not blocked (4)"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_dataloader_workers_end_with_a_killed_command(tmp_path):
+    """SIGKILL (or the out-of-memory killer) on the command alone leaves no worker behind."""
+    script = ("import sys\n"
+              "from mxnet import gluon, np\n"
+              "from gluon_cifar.errors import report_input_errors\n"
+              "def main(argv):\n"
+              "    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(np.zeros((8, 2))), 4, num_workers=2)\n"
+              "    print('ready', flush=True)\n"
+              "    sys.stdin.read()\n"
+              "report_input_errors(main)()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "ready\n"
+    workers = psutil.Process(proc.pid).children()
+    assert len(workers) == 2
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    gone, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, alive
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_kaggle_dir, tmp_path):
+@pytest.mark.parametrize("stop, status, said", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_a_stopped_run_exits_cleanly_keeps_the_checkpoint_and_says_how_to_resume(odd_kaggle_dir, tmp_path,
+                                                                                 stop, status, said):
     out = tmp_path / "out"
     args = train_args(odd_kaggle_dir, out, "--num-workers", "2")
     args[args.index("--epochs") + 1] = "3"
-    # Its own process group, as a shell gives a foreground job: Ctrl-C signals every process in it.
+    # Its own process group, as a shell gives a foreground job: Ctrl-C signals every process in it, as do
+    # schedulers that stop a job with SIGTERM.
     proc = subprocess.Popen(command("train", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     wait_for(out / "checkpoint" / "epoch-0001", proc)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert workers, "expected DataLoader worker processes"
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, stop)
     _, stderr = proc.communicate(timeout=600)
 
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert "Traceback" not in stderr, stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("interrupted: stopped; the last complete checkpoint is kept"), stderr
+    assert last.startswith(f"{said}: stopped; the last complete checkpoint is kept"), stderr
     for worker in workers:
         assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, worker
     kept = latest_checkpoint(str(out / "checkpoint"))
