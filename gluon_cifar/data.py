@@ -221,6 +221,25 @@ def remove_ours(folder):
         shutil.rmtree(folder)
 
 
+@contextlib.contextmanager
+def unpacking_folder(staging):
+    """A new folder, marked as the package's, to unpack into before renaming the result into place.
+
+    One left by a killed unpack (marked) is removed first; a folder of that name the package did not make
+    is refused. The folder is removed when the block ends, unless it was renamed away.
+    """
+    if os.path.lexists(staging):
+        if not _made_by_us(staging):
+            raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 # Reorganisation into class folders
 
 def _sibling(reorg_dir, what):
@@ -367,20 +386,13 @@ def unpack_archives(data_dir):
         import py7zr  # only needed for the competition download
         log.info("unpacking %s (%.0f MB, once; the two archives of 60,000 images took 55 s on 2 cores)", archive,
                  os.path.getsize(archive) / 1e6)
-        staging = os.path.join(data_dir, f".{split}.unpacking")
-        if os.path.lexists(staging) and not _made_by_us(staging):
-            raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
-        shutil.rmtree(staging, ignore_errors=True)  # ours: left by a killed unpack
-        os.makedirs(staging)
-        write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
-        try:
-            with py7zr.SevenZipFile(archive) as z:
-                z.extractall(staging)
-        except (py7zr.exceptions.Bad7zFile, OSError) as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise InputError(f"{archive}: cannot unpack ({err})") from None
-        os.rename(os.path.join(staging, split), folder)
-        shutil.rmtree(staging)
+        with unpacking_folder(os.path.join(data_dir, f".{split}.unpacking")) as staging:
+            try:
+                with py7zr.SevenZipFile(archive) as z:
+                    z.extractall(staging)
+            except (py7zr.exceptions.Bad7zFile, OSError) as err:
+                raise InputError(f"{archive}: cannot unpack ({err})") from None
+            os.rename(os.path.join(staging, split), folder)
 
 
 def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
@@ -481,12 +493,9 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
         if hashlib.sha1(f.read()).hexdigest() != sha1:
             os.remove(zip_path)
             raise DownloadError(f"the demo set downloaded from {url} has the wrong SHA-1 (removed)")
-    staging = folder + ".unpacking"
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(zip_path) as z:
+    with unpacking_folder(folder + ".unpacking") as staging, zipfile.ZipFile(zip_path) as z:
         z.extractall(staging)
-    os.rename(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
-    shutil.rmtree(staging)
+        os.rename(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
     return folder
 
 
@@ -507,14 +516,12 @@ def bundled_sample(cache_dir=DEFAULT_CACHE_DIR):
     if os.path.exists(folder) and found is None:
         raise InputError(f"{folder}: exists but is not the bundled sample this package unpacked; "
                          "move it away or choose another --cache-dir")
-    staging = folder + ".unpacking"
     try:
-        shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(BUNDLED_SAMPLE) as z:
+        with unpacking_folder(folder + ".unpacking") as staging, zipfile.ZipFile(BUNDLED_SAMPLE) as z:
             z.extractall(staging)
-        write_json(os.path.join(staging, _SAMPLE_STAMP), stamp)
-        shutil.rmtree(folder, ignore_errors=True)  # an older package's sample, unpacked by us
-        os.rename(staging, folder)
+            write_json(os.path.join(staging, _SAMPLE_STAMP), stamp)
+            shutil.rmtree(folder, ignore_errors=True)  # an older package's sample, unpacked by us
+            os.rename(staging, folder)
     except OSError as err:
         raise InputError(f"cannot unpack the bundled sample into {folder}: {err.strerror or err}") from None
     return folder

@@ -110,7 +110,8 @@ def test_the_bundled_sample_is_real_cifar10_in_the_kaggle_layout(tmp_path):
 def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
     (tmp_path / "beside.txt").write_text("not ours")
     cache = tmp_path / "cache"
-    (cache / "demo_sample.unpacking" / "train").mkdir(parents=True)  # an interrupted unpack
+    (cache / "demo_sample.unpacking" / "train").mkdir(parents=True)  # an unpack killed half way
+    data.write_json(os.path.join(cache, "demo_sample.unpacking", data.OWNER_MARKER), {"made_by": "gluon_cifar"})
     folder = data.bundled_sample(str(cache))
     assert sorted(os.listdir(tmp_path)) == ["beside.txt", "cache"]
     assert os.listdir(cache) == ["demo_sample"]
@@ -118,6 +119,15 @@ def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
     before = snapshot(folder, skip=())
     assert data.bundled_sample(str(cache)) == folder
     assert snapshot(folder, skip=()) == before and (cache / "demo_sample" / "train_valid_test").is_dir()
+
+
+def test_an_unpacking_folder_the_package_did_not_make_is_kept(tmp_path):
+    staging = tmp_path / "cache" / "demo_sample.unpacking"
+    staging.mkdir(parents=True)
+    (staging / "draft.txt").write_text("mine")
+    with pytest.raises(InputError, match="not made by gluon_cifar"):
+        data.bundled_sample(str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache") == ["demo_sample.unpacking"] and os.listdir(staging) == ["draft.txt"]
 
 
 def test_an_older_unpack_is_replaced_and_a_foreign_folder_refused(tmp_path):

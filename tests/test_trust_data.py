@@ -395,6 +395,23 @@ def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path):
     assert (download / ".train.unpacking" / "draft.txt").read_text() == "mine"
 
 
+def test_an_unpacking_folder_is_the_package_s_from_start_to_end(tmp_path):
+    """Left by a killed unpack: replaced; renamed into place: gone; the unpack failed: removed."""
+    staging = tmp_path / "x.unpacking"
+    staging.mkdir()
+    (staging / "half.png").write_bytes(b"half")
+    data.write_json(os.path.join(staging, data.OWNER_MARKER), {"made_by": "gluon_cifar"})
+    with data.unpacking_folder(str(staging)) as folder:
+        assert os.listdir(folder) == [data.OWNER_MARKER]
+        os.rename(folder, tmp_path / "x")
+    assert sorted(os.listdir(tmp_path)) == ["x"]
+
+    with pytest.raises(RuntimeError, match="unpack failed"):
+        with data.unpacking_folder(str(staging)):
+            raise RuntimeError("unpack failed")
+    assert sorted(os.listdir(tmp_path)) == ["x"]
+
+
 def test_a_truncated_png_is_named_even_after_gluoncv_made_pil_lenient(tmp_path):
     """Importing GluonCV (the padcrop recipe does) sets PIL's LOAD_TRUNCATED_IMAGES for the whole process."""
     import gluoncv  # noqa: F401
