@@ -114,8 +114,8 @@ def test_a_command_s_forked_workers_die_on_sigterm_and_stay_out_of_its_process_g
 def test_dataloader_workers_end_with_a_killed_command(tmp_path):
     """SIGKILL (or the out-of-memory killer) on the command alone leaves no worker behind."""
     script = ("import sys\n"
+              "from gluon_cifar.errors import report_input_errors  # first: MXNet on NumPy 2 needs its shim\n"
               "from mxnet import gluon, np\n"
-              "from gluon_cifar.errors import report_input_errors\n"
               "def main(argv):\n"
               "    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(np.zeros((8, 2))), 4, num_workers=2)\n"
               "    print('ready', flush=True)\n"
