@@ -248,16 +248,21 @@ def _sibling(reorg_dir, what):
     return os.path.join(parent, f".{name}.{what}")
 
 
-@contextlib.contextmanager
-def exclusive_lock(reorg_dir):
-    """Hold an exclusive lock on `reorg_dir`'s lock file (created beside it), waiting for another run's."""
-    path = _sibling(reorg_dir, "lock")
+def _open_lock_file(reorg_dir, what):
+    """A descriptor of the lock file `.<reorg name>.<what>` beside `reorg_dir`, created if missing."""
+    path = _sibling(reorg_dir, what)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
         raise InputError(f"cannot write to {os.path.dirname(path)} ({err.strerror}), where the reorganised "
                          "folders go: pass --reorg-dir with a folder you can write to") from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(reorg_dir):
+    """Hold an exclusive lock on `reorg_dir`'s lock file (created beside it), waiting for another run's."""
+    fd = _open_lock_file(reorg_dir, "lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -431,26 +436,46 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
     the same source files and the same ratio, and is rebuilt otherwise. One run at a time builds
     (an exclusive lock beside the folder); the others wait, then reuse it. Sources are only read.
     """
+    with reorganised(data_dir, valid_ratio, reorg_dir) as folder:
+        return folder
+
+
+@contextlib.contextmanager
+def reorganised(data_dir, valid_ratio, reorg_dir=None):
+    """`reorg_cifar10_data`, keeping the reorganisation in use until the block ends: while a run trains on
+    it, another run that would rebuild it (other labels, images or ratio) is refused instead of changing
+    the files under the first one."""
     if not os.path.isdir(data_dir):
         raise InputError(f"{data_dir}: data folder not found")
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     check_output_location(data_dir, reorg_dir, "the reorganisation folder")
     check_reorg_target(reorg_dir)
-    with exclusive_lock(reorg_dir):
-        unpack_archives(data_dir)
-        csv_path = os.path.join(data_dir, "trainLabels.csv")
-        labels = read_csv_labels(csv_path)
-        train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
-        if not test:
-            raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
-        stamp = source_stamp(csv_path, valid_ratio, train, test)
-        if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
-            check_reorg_target(reorg_dir)  # again, under the lock
-            log.info("reorganising %d training and %d test images into class folders in %s (hard links; every "
-                     "image decoded once to catch damaged files; done once, reused by later runs)", len(train),
-                     len(test), reorg_dir)
-            _build(train, test, labels, valid_ratio, stamp, reorg_dir)
-    return reorg_dir
+    in_use = _open_lock_file(reorg_dir, "in-use")  # shared by the runs using it; exclusive to rebuild it
+    try:
+        with exclusive_lock(reorg_dir):
+            unpack_archives(data_dir)
+            csv_path = os.path.join(data_dir, "trainLabels.csv")
+            labels = read_csv_labels(csv_path)
+            train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
+            if not test:
+                raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
+            stamp = source_stamp(csv_path, valid_ratio, train, test)
+            if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
+                check_reorg_target(reorg_dir)  # again, under the lock
+                try:
+                    fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise InputError(f"{reorg_dir} is in use by a run training on it, and was built from other "
+                                     "labels, images or --valid-ratio: rebuilding it now would change that run's "
+                                     "data; wait for it to end, or give this run its own --reorg-dir") from None
+                log.info("reorganising %d training and %d test images into class folders in %s (hard links; "
+                         "every image decoded once to catch damaged files; done once, reused by later runs)",
+                         len(train), len(test), reorg_dir)
+                _build(train, test, labels, valid_ratio, stamp, reorg_dir)
+            fcntl.flock(in_use, fcntl.LOCK_SH)  # under the build lock: no rebuild can come in between
+        yield reorg_dir
+    finally:
+        os.close(in_use)
 
 
 # The demo set

@@ -7,6 +7,7 @@ if __name__ == "__main__":  # before MXNet loads, which reads it: every core, un
     from gluon_cifar.runtime import use_all_cores
     use_all_cores()
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -19,7 +20,7 @@ from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, chec
                          record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
 from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
-                   make_run_loaders, reorg_cifar10_data)
+                   make_run_loaders, reorganised)
 from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
@@ -193,53 +194,55 @@ def run(config, argv, kvstore, output):
     log_to_stdout(f"[rank {rank}] " if workers > 1 else "")
     config = dataclasses.replace(config, job_workers=workers)
 
-    # data -> loaders
-    with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
-        data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
-        reorg_dir = reorg_cifar10_data(data_dir, config.valid_ratio, config.reorg_dir)
-    datasets = load_datasets(reorg_dir)
-    config, notice = config.for_data(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
-    if notice:
-        log.info(notice)
-    train_split = "train_valid" if config.final else "train"
-    splits = (train_split,) if config.final else (train_split, "valid")
-    loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
-                               config.num_workers, config.fast_data, rank, workers)
-    if output:
-        check_same_job_size(output.path, config)
-        record_config(output.path, config, config.resume)
-        if config.resume and output.finished(config.epochs):
-            log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
-                     config.epochs)
-            return
-        for line in describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
-            log.info(line)
-    if rank == 0 and workers > 1:
-        log.info("%s: %d workers x batch %d: learns as one process with --devices cpu:%d --batch-size %d "
-                 "(the same rate, weight decay and schedule per update)", config.kvstore, workers,
-                 config.batch_size, workers, workers * config.batch_size)
+    # data -> loaders; the reorganisation stays in use (no other run rebuilds it) until this run ends
+    with contextlib.ExitStack() as in_use:
+        with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
+            data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
+            reorg_dir = in_use.enter_context(reorganised(data_dir, config.valid_ratio, config.reorg_dir))
+        datasets = load_datasets(reorg_dir)
+        config, notice = config.for_data(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
+        if notice:
+            log.info(notice)
+        train_split = "train_valid" if config.final else "train"
+        splits = (train_split,) if config.final else (train_split, "valid")
+        loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
+                                   config.num_workers, config.fast_data, rank, workers)
+        if output:
+            check_same_job_size(output.path, config)
+            record_config(output.path, config, config.resume)
+            if config.resume and output.finished(config.epochs):
+                log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
+                         config.epochs)
+                return
+            for line in describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
+                log.info(line)
+        if rank == 0 and workers > 1:
+            log.info("%s: %d workers x batch %d: learns as one process with --devices cpu:%d --batch-size %d "
+                     "(the same rate, weight decay and schedule per update)", config.kvstore, workers,
+                     config.batch_size, workers, workers * config.batch_size)
 
-    # net -> fit
-    classes = datasets[train_split].synsets
-    net = get_net(devices, num_classes=len(classes))
-    if config.init_from and not config.resume:  # a resumed run's checkpoint holds them already
-        load_weights(net, config.init_from, classes)
-    # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
-    net.hybridize(static_alloc=True, static_shape=True)
-    # rank 0 owns the output folder; on --resume every worker reads the checkpoint (a folder they all see)
-    checkpoint_dir = output.checkpoints if output else os.path.join(config.output_dir, CHECKPOINT_DIRNAME)
-    report = EpochReport(output.path, config.tensorboard) if output else None
-    try:
-        history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
-                      checkpoint_dir, on_epoch_end=report)
-    except KeyboardInterrupt as stop:  # in a job, the launcher says how to resume it
-        raise type(stop)(interrupted_message(checkpoint_dir, argv) if workers == 1 else "stopped with the job") from None
-    finally:
-        if report:
-            report.close()
-    if output:
-        write_outputs(output, net, history, classes, os.path.join(reorg_dir, "test", "unknown"), config,
-                      devices[0], checkpoint_dir)
+        # net -> fit
+        classes = datasets[train_split].synsets
+        net = get_net(devices, num_classes=len(classes))
+        if config.init_from and not config.resume:  # a resumed run's checkpoint holds them already
+            load_weights(net, config.init_from, classes)
+        # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
+        net.hybridize(static_alloc=True, static_shape=True)
+        # rank 0 owns the output folder; on --resume every worker reads the checkpoint (a folder they all see)
+        checkpoint_dir = output.checkpoints if output else os.path.join(config.output_dir, CHECKPOINT_DIRNAME)
+        report = EpochReport(output.path, config.tensorboard) if output else None
+        try:
+            history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
+                          checkpoint_dir, on_epoch_end=report)
+        except KeyboardInterrupt as stop:  # in a job, the launcher says how to resume it
+            message = interrupted_message(checkpoint_dir, argv) if workers == 1 else "stopped with the job"
+            raise type(stop)(message) from None
+        finally:
+            if report:
+                report.close()
+        if output:
+            write_outputs(output, net, history, classes, os.path.join(reorg_dir, "test", "unknown"), config,
+                          devices[0], checkpoint_dir)
 
 
 if __name__ == "__main__":

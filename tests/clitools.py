@@ -3,10 +3,20 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 
 def command(module, *args):
     return [sys.executable, "-m", f"gluon_cifar.{module}", *map(str, args)]
+
+
+def wait_for(path, proc, deadline=600):
+    """Poll until `path` exists, failing if `proc` ends first or the deadline passes."""
+    end = time.monotonic() + deadline
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"ended before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() < end, f"{path} did not appear within {deadline}s"
+        time.sleep(0.02)
 
 
 def run(module, *args, **kwargs):

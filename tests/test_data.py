@@ -109,7 +109,7 @@ def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, 
     assert tree_snapshot(download / "train") == tree_snapshot(os.path.join(kaggle_dir, "train"))
     assert {c: len(v) for c, v in class_files(reorg, "train_valid").items()} == SIZES
     assert set(os.listdir(download)) == {"test", "test.7z", "train", "train.7z", "train_valid_test",
-                                         ".train_valid_test.lock", "trainLabels.csv"}  # no staging left
+                                         ".train_valid_test.lock", ".train_valid_test.in-use", "trainLabels.csv"}  # no staging left
 
 
 def test_outputs_get_ordinary_file_permissions(tmp_path):

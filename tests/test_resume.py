@@ -16,20 +16,11 @@ from mxnet import autograd, gluon
 import psutil
 import pytest
 
-from clitools import assert_one_error_line, command, run, snapshot
+from clitools import assert_one_error_line, command, run, snapshot, wait_for
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gluon_cifar.data import reorg_cifar10_data
 from gluon_cifar.errors import report_input_errors
-
-
-def wait_for(path, proc, deadline=600):
-    """Poll until `path` exists, failing if `proc` ends first or the deadline passes."""
-    end = time.monotonic() + deadline
-    while not os.path.exists(path):
-        assert proc.poll() is None, f"ended before {path} appeared: {proc.communicate()}"
-        assert time.monotonic() < end, f"{path} did not appear within {deadline}s"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as onp
 import pytest
 from PIL import Image
 
-from clitools import assert_one_error_line, command
+from clitools import assert_one_error_line, command, wait_for
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar import data
 from gluon_cifar.errors import InputError
@@ -254,8 +254,38 @@ def test_two_runs_started_together_both_see_the_complete_split(tmp_path):
     reorg = os.path.join(root, "train_valid_test")
     assert len(placed(reorg)) == 300 and len(placed(reorg, "valid")) == 30
     assert len(os.listdir(os.path.join(reorg, "test", "unknown"))) == 3
-    assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.lock",
-                                                                           "train_valid_test"]
+    assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
+                                                                           ".train_valid_test.lock", "train_valid_test"]
+
+
+def test_a_split_in_use_is_not_rebuilt_under_the_run_using_it(capfd, root):
+    """Run A trains on the split; run B, after the labels changed, would rebuild it under A: B is refused
+    with one line and A's files stay as they are; once A is done, B rebuilds it."""
+    with data.reorganised(root, 0.25) as reorg:
+        before = placed(reorg)
+        relabel(root, {1, 2}, "bird")
+        line = refuse(capfd, root)
+        assert "is in use by a run training on it" in line and "--reorg-dir" in line
+        assert placed(reorg) == before
+        assert data.reorg_cifar10_data(root, 0.25, reorg_dir=os.path.join(root, "mine")) != reorg  # elsewhere
+    assert data.reorg_cifar10_data(root, 0.25) == reorg and placed(reorg) != before
+
+
+@pytest.mark.slow
+def test_a_training_command_keeps_its_split_in_use_until_it_ends(capfd, root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("running") / "out"
+    training = subprocess.Popen(command("train", "--data-dir", root, "--epochs", "500", "--batch-size", "2",
+                                        "--valid-ratio", "0.25", "--devices", "cpu", "--output-dir", out),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / "checkpoint" / "epoch-0001", training)
+        assert "is in use by a run training on it" in refuse(capfd, root, "--valid-ratio", "0.5")
+    finally:
+        training.terminate()
+        _, err = training.communicate(timeout=600)
+    assert training.returncode == 143 and err.startswith("terminated: stopped"), err
+    reorg = data.reorg_cifar10_data(root, 0.5)  # the run has ended: rebuilt
+    assert len(placed(reorg, "valid")) == 3 * 4
 
 
 def test_a_stale_staging_folder_of_a_killed_run_is_cleaned(root):
@@ -268,8 +298,8 @@ def test_a_stale_staging_folder_of_a_killed_run_is_cleaned(root):
             f.write("{}")
     reorg = data.reorg_cifar10_data(root, 0.25)
     assert len(placed(reorg)) == 30
-    assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.lock",
-                                                                           "train_valid_test"]
+    assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
+                                                                           ".train_valid_test.lock", "train_valid_test"]
 
 
 def test_a_failed_build_leaves_no_staging_and_keeps_the_previous_split(root):
