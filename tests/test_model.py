@@ -7,7 +7,7 @@ import pytest
 from mxnet import np
 
 from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar.data import read_csv_labels, test_transform
+from gluon_cifar import data
 from gluon_cifar.export import export_model, load_exported
 from gluon_cifar.images import read_image
 from gluon_cifar.model import Residual, get_net, resnet18
@@ -54,8 +54,8 @@ def test_reference_parameters_load_into_the_chapter_model_and_classify_real_imag
         pytest.skip("../shared is not present")
     net = resnet18(10)
     net.load_parameters(REFERENCE_PARAMS)  # raises if a name or shape differs from the chapter's
-    labels = read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
+    labels = data.read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
     ids = [str(i) for i in range(1, 65)]
-    X = np.stack([test_transform()(read_image(os.path.join(TINY, "train", f"{i}.png"))) for i in ids])
+    X = np.stack([data.test_transform()(read_image(os.path.join(TINY, "train", f"{i}.png"))) for i in ids])
     predicted = [CLASSES[k] for k in net(X).argmax(axis=1).asnumpy().astype(int)]
     assert sum(p == labels[i] for p, i in zip(predicted, ids)) >= 0.9 * len(ids)

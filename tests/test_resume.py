@@ -79,6 +79,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(odd_kaggle_dir
     assert snapshot(out) == kept
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # 3.12+; as DataLoader does
 def test_a_command_s_forked_workers_die_on_sigterm_and_stay_out_of_its_process_group():
     """The command turns SIGTERM into a clean stop. A process it forks (a DataLoader worker) takes the
     default action instead, in a process group of its own: a Python handler there may never run (the CI
