@@ -217,6 +217,7 @@ def test_a_job_whose_worker_is_killed_mid_epoch_resumes_to_the_same_parameters(j
             onp.testing.assert_array_equal(got[key].asnumpy(), expected[key].asnumpy(), err_msg=key)
 
 
+@pytest.mark.slow  # its fixture runs a 2-worker job
 def test_resuming_with_another_number_of_workers_is_refused(job_dir):
     root, _ = job_dir
     result = subprocess.run(command("launch", "-n", 1, "--timeout", JOB_TIMEOUT, "--", "--data-dir", "kaggle",

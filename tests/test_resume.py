@@ -103,6 +103,7 @@ def test_a_command_s_forked_workers_die_on_sigterm_and_stay_out_of_its_process_g
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+@pytest.mark.slow
 def test_dataloader_workers_end_with_a_killed_command(tmp_path):
     """SIGKILL (or the out-of-memory killer) on the command alone leaves no worker behind."""
     script = ("import sys\n"
