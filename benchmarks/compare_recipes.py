@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/compare_recipes.py [--data-dir ../shared/data/cifar-10] [--subset 4000]
         [--valid-ratio 0.25] [--epochs 4] [--seeds 0 1] [--model resnet20] [--output recipes.json]
 
-The rows are those of the README's recipes table, resolved by the training command's own parser (presets, then
+The rows are those of the recipes table in docs/recipes.md, resolved by the training command's own parser (presets, then
 explicit flags): the chapter's recipe; the chapter's augmentation with one-cycle (peak 0.2) and label
 smoothing 0.1; and `--recipe strong` (pad-4 crop instead). Every row trains a fresh net with the
 package's `train()` on the same training split for the same `--epochs` (the presets' epoch counts are
@@ -38,7 +38,7 @@ from gluon_cifar import data, loop, predict, recipes, train  # noqa: E402
 from gluon_cifar.model import resnet18, resnet_block  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = {  # the README's recipes table, as command-line flags of `python -m gluon_cifar.train`
+ROWS = {  # the recipes table of docs/recipes.md, as command-line flags of `python -m gluon_cifar.train`
     "chapter": ["--recipe", "chapter"],
     "chapter aug + onecycle 0.2 + ls 0.1": ["--lr-schedule", "onecycle", "--lr", "0.2", "--label-smoothing", "0.1"],
     "strong (padcrop + onecycle 0.2 + ls 0.1)": ["--recipe", "strong"],

@@ -110,7 +110,7 @@ def training_command(train_args):
 
 
 # Servers and the scheduler only add arrays and pass messages: one thread each. With more, OpenMP's idle
-# threads spin between the servers' many small additions and burn whole cores (measured: README).
+# threads spin between the servers' many small additions and burn whole cores (measured: docs/distributed.md).
 SERVICE_THREADS = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 

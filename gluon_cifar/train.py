@@ -69,7 +69,7 @@ def build_parser():
     optim.add_argument("--lr-decay", type=float, default=DEFAULTS.lr_decay,
                        help="factor the learning rate is multiplied by every --lr-period epochs")
     recipe = parser.add_argument_group(
-        "recipe", "beyond the chapter (README, Recipes); --recipe presets these, explicit flags override it")
+        "recipe", "beyond the chapter (docs/recipes.md); --recipe presets these, explicit flags override it")
     recipe.add_argument("--recipe", choices=RECIPES, default=DEFAULTS.recipe,
                         help="strong: --augment padcrop --lr-schedule onecycle --lr 0.2 --label-smoothing 0.1 "
                              "--epochs 30 --tta flip")
