@@ -8,6 +8,10 @@ without this package; `load_exported` reopens all three without the Python model
 for targets without MXNet (ONNX Runtime and others); the class names go beside it as
 `OUT/model-classes.json`, the same `<name>-classes.json` convention.
 """
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
+
 import json
 import os
 import sys

@@ -3,9 +3,9 @@
 `python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv` uses only the
 exported files (no model class), so it is also the deployment path on any machine with MXNet.
 """
-if __name__ == "__main__":  # before MXNet loads, which reads it: every core, unless the user chose
-    from gluon_cifar.runtime import use_all_cores
-    use_all_cores()
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
 
 import os
 

@@ -3,9 +3,9 @@
 data (reorganise, load) -> loaders -> net (get_net) -> fit -> outputs (export, submission.csv, metrics).
 This module only parses the command line and wires the stages; the loop lives in `gluon_cifar.loop`.
 """
-if __name__ == "__main__":  # before MXNet loads, which reads it: every core, unless the user chose
-    from gluon_cifar.runtime import use_all_cores
-    use_all_cores()
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
 
 import contextlib
 import dataclasses

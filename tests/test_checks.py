@@ -1,0 +1,78 @@
+"""Arguments, environment variables and stops checked before any work: one line on stderr, exit 2 (130 and
+143 for Ctrl-C and SIGTERM), no traceback, nothing written. In-process (`main(argv)`) wherever the case
+allows; a subprocess where it needs a process of its own (a signal while MXNet loads)."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from clitools import assert_one_error_line, command
+from gluon_cifar.errors import InputError
+from gluon_cifar.runtime import check_mxnet_environment
+
+
+def one_error_line(capsys, call, *fragments):
+    """`call()` exits with status 2 and one `error:` line on stderr holding each fragment."""
+    with pytest.raises(SystemExit) as stop:
+        call()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+# The environment MXNet reads as it loads
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("OMP_NUM_THREADS", "abc", "whole number"), ("OMP_NUM_THREADS", "1.5", "whole number"),
+    ("OMP_NUM_THREADS", "", "whole number"), ("OMP_NUM_THREADS", "0", "from 1 to"),
+    ("OMP_NUM_THREADS", "-2", "whole number"), ("OMP_NUM_THREADS", "99999999", "from 1 to"),
+    ("OMP_NUM_THREADS", "\u0663", "whole number"),  # an Arabic-Indic 3: int() takes it, MXNet does not
+    ("MXNET_CPU_WORKER_NTHREADS", "0", "from 1 to"), ("MXNET_ENGINE_TYPE", "Fast", "one of NaiveEngine")])
+def test_a_bad_mxnet_variable_is_refused(name, value, fragment):
+    with pytest.raises(InputError, match=fragment) as err:
+        check_mxnet_environment({name: value})
+    assert name in str(err.value)
+
+
+def test_good_mxnet_variables_pass():
+    check_mxnet_environment({"OMP_NUM_THREADS": "4", "MXNET_CPU_WORKER_NTHREADS": " 2",
+                             "MXNET_ENGINE_TYPE": "NaiveEngine"})
+
+
+@pytest.mark.parametrize("module", ["train", "predict", "export"])
+def test_a_command_refuses_a_bad_omp_num_threads_before_mxnet_loads(module):
+    """MXNet itself aborts (C++ terminate, status -6) on OMP_NUM_THREADS=abc: the command stops first."""
+    result = subprocess.run(command(module), capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "abc"})
+    assert_one_error_line(result, "OMP_NUM_THREADS must be a whole number of threads, got 'abc'")
+
+
+# Stops while MXNet loads
+
+def stopped_while_loading(signum):
+    """Start the training command and send it `signum` once it is loading MXNet (libmxnet.so mapped, before
+    `main` runs: it would otherwise refuse --data-dir with exit 2)."""
+    proc = subprocess.Popen(command("train", "--data-dir", "/does/not/exist"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    maps = f"/proc/{proc.pid}/maps"
+    while proc.poll() is None:
+        with open(maps) as f:
+            if "libmxnet" in f.read():
+                break
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to see when MXNet loads")
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_a_stop_while_mxnet_loads_is_one_line(signum, code, line):
+    returncode, out, err = stopped_while_loading(signum)
+    assert (returncode, err, out) == (code, line + "\n", "")
