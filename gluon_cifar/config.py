@@ -73,6 +73,8 @@ class RunConfig:
 
     def check(self):
         """Refuse, with one line naming the option, any setting the run could not use."""
+        for name in ("data_dir", "cache_dir", "reorg_dir", "devices", "output_dir", "init_from"):
+            self._require(getattr(self, name) != "", name, "must not be empty (leave the option out for its default)")
         for name in ("epochs", "lr_period", "log_every"):
             self._require(getattr(self, name) >= 1, name, "must be at least 1")
         self._require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be at least 1")

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import unicodedata
+import urllib.parse
 import zipfile
 
 import numpy as onp
@@ -490,6 +491,24 @@ class DownloadError(InputError):
     """The demo set could not be fetched: offline, a proxy in the way, or a mirror serving another file."""
 
 
+def mirror_url(environ=os.environ):
+    """The demo set's URL from GLUON_CIFAR_DEMO_URL, or None where it is unset or empty; refused unless it is an
+    http(s) URL of a file (d2l names the download after its last part)."""
+    url = environ.get(DEMO_URL_VARIABLE)
+    if not url:  # empty is unset, as before
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        parts = None
+    if (not parts or parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.rsplit("/", 1)[-1]
+            or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url)):
+        raise InputError(f"{DEMO_URL_VARIABLE} must be the http(s) URL of a mirror's kaggle_cifar10_tiny.zip, "
+                         f"got {shorten(repr(url), 80)}: fix or unset it")
+    return url
+
+
 def demo_dir(cache_dir=DEFAULT_CACHE_DIR):
     """Where `download_demo` puts the demo set."""
     return os.path.join(os.path.expanduser(cache_dir), "kaggle_cifar10_tiny")
@@ -503,7 +522,7 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     import requests
     from d2l import mxnet as d2l  # heavy (matplotlib, IPython): imported only for the demo
     url, sha1 = d2l.DATA_HUB["cifar10_tiny"]
-    url = os.environ.get(DEMO_URL_VARIABLE) or url
+    url = mirror_url() or url
     cache_dir = os.path.expanduser(cache_dir)
     folder = demo_dir(cache_dir)
     if os.path.isfile(os.path.join(folder, "trainLabels.csv")):

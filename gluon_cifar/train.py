@@ -20,7 +20,7 @@ from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, chec
                          record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
 from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
-                   make_run_loaders, reorganised)
+                   make_run_loaders, mirror_url, reorganised)
 from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
@@ -29,7 +29,7 @@ from .model import get_net
 from .predict import predict_folder
 from .recipes import RECIPES, SCHEDULES, TTA_MODES
 from .report import EpochReport, describe_run, plot_curves, write_metrics
-from .runtime import log_to_stdout
+from .runtime import check_mxnet_environment, log_to_stdout
 
 log = logging.getLogger("gluon_cifar")
 DEFAULTS = RunConfig()
@@ -174,6 +174,8 @@ def check_same_job_size(out, config):
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    check_mxnet_environment()
+    mirror_url()
     config = parse_config(argv)
     npx.set_np()
     log_to_stdout()  # the run's story; stderr carries only what went wrong (one line), so the two never mix

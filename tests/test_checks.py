@@ -76,3 +76,33 @@ def stopped_while_loading(signum):
 def test_a_stop_while_mxnet_loads_is_one_line(signum, code, line):
     returncode, out, err = stopped_while_loading(signum)
     assert (returncode, err, out) == (code, line + "\n", "")
+
+
+# The training command's arguments and environment
+
+from gluon_cifar import train  # noqa: E402
+
+
+def train_argv(data_dir, *extra):
+    return ["--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "4", "--output-dir",
+            os.path.join(str(data_dir), "out"), *extra]
+
+
+@pytest.mark.parametrize("url", ["/tmp/kaggle_cifar10_tiny.zip", "garbage", "ftp://mirror/kaggle_cifar10_tiny.zip",
+                                 "https://mirror/", "http://mirror:port/x.zip", "http://mirror/a b.zip"])
+def test_a_bad_demo_url_is_refused_when_the_command_starts(tmp_path, monkeypatch, capsys, url):
+    monkeypatch.setenv("GLUON_CIFAR_DEMO_URL", url)
+    before = sorted(os.listdir(tmp_path))
+    one_error_line(capsys, lambda: train.main(train_argv(tmp_path)), "GLUON_CIFAR_DEMO_URL must be the http(s) URL",
+                   repr(url))
+    assert sorted(os.listdir(tmp_path)) == before  # no reorganisation, no output folder
+
+
+@pytest.mark.parametrize("option", ["--data-dir", "--reorg-dir", "--init-from", "--devices", "--output-dir",
+                                    "--cache-dir"])
+def test_an_empty_path_or_device_is_refused(tmp_path, capsys, option):
+    """--data-dir '' trained on the demo set, --devices '' on the default devices: an empty value is a mistake."""
+    argv = train_argv(tmp_path) + [option, ""]
+    before = sorted(os.listdir(tmp_path))
+    one_error_line(capsys, lambda: train.main(argv), f"{option} must not be empty")
+    assert sorted(os.listdir(tmp_path)) == before
