@@ -7,6 +7,7 @@ on the full data.
 """
 import dataclasses
 import math
+import typing
 from typing import Optional
 
 import mxnet as mx
@@ -102,8 +103,9 @@ class RunConfig:
         if self.tensorboard:
             try:
                 import tensorboardX  # noqa: F401 (an optional extra)
-            except ImportError:
-                raise InputError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+            except Exception as err:  # not installed, or broken (an incompatible protobuf raises TypeError)
+                raise InputError(f"--tensorboard needs the tensorboardX package, which cannot be imported "
+                                 f"({type(err).__name__}: {shorten(err, 100)}): pip install tensorboardX "
                                  "(or the package's [tensorboard] extra)") from None
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
@@ -150,6 +152,40 @@ class RunConfig:
 # (`epochs` too, with the step schedule: see `resume_conflict`.) A run folder may be moved (`output_dir`).
 RESUMABLE = ("resume", "overwrite", "num_workers", "devices", "output_dir", "export", "patience", "log_every",
              "tensorboard")
+
+
+def saved_settings_problem(saved):
+    """What is wrong with `saved`, the settings a run wrote (config.json), or None: it must be a JSON object
+    whose known fields have RunConfig's types (unknown fields are left to whoever wrote them)."""
+    if not isinstance(saved, dict):
+        return f"holds {_JSON_TYPES.get(type(saved), 'a value')}, not the run's settings (an object)"
+    for field in dataclasses.fields(RunConfig):
+        value = saved.get(field.name)
+        if field.name in saved and not _has_type(value, field.type):
+            return f"field {field.name!r} is {shorten(repr(value), 40)}, not of type {_type_name(field.type)}"
+    return None
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def _has_type(value, annotation):
+    """Whether the JSON value `value` fits RunConfig annotation `annotation` (int, float, str, bool, Optional)."""
+    if typing.get_origin(annotation) is typing.Union:
+        return any(_has_type(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation):
+    args = typing.get_args(annotation)
+    return " or ".join("null" if a is type(None) else a.__name__ for a in args) if args else annotation.__name__
 
 
 def changed_settings(config, saved):

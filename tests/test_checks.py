@@ -1,7 +1,11 @@
 """Arguments, environment variables and stops checked before any work: one line on stderr, exit 2 (130 and
 143 for Ctrl-C and SIGTERM), no traceback, nothing written. In-process (`main(argv)`) wherever the case
 allows; a subprocess where it needs a process of its own (a signal while MXNet loads)."""
+import contextlib
+import io
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,3 +162,83 @@ def test_the_launcher_refuses_a_python_that_is_not_one(tmp_path, capsys, mode, f
 def test_the_launcher_checks_the_environment_it_passes_on(monkeypatch, capsys, name, value, fragment):
     monkeypatch.setenv(name, value)
     one_error_line(capsys, lambda: launch.main(["-n", "1"]), fragment)
+
+
+@pytest.mark.parametrize("error", ["ImportError('No module named tensorboardX')",
+                                   "TypeError('Descriptors cannot be created directly')"])  # a protobuf too new
+def test_tensorboard_without_an_importable_tensorboardx_is_one_line(tmp_path, monkeypatch, capsys, error):
+    """A stand-in tensorboardX first on sys.path that fails to import, as a missing or broken one does."""
+    (tmp_path / "tensorboardX.py").write_text(f"raise {error}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorboardX", raising=False)
+    one_error_line(capsys, lambda: train.main(train_argv(tmp_path, "--tensorboard")),
+                   "--tensorboard needs the tensorboardX package", error.split("(")[0])
+    assert not (tmp_path / "out").exists()
+
+
+# Stops in the outputs stage, and the settings a resumed run reads
+
+from conftest import make_kaggle_dir  # noqa: E402
+from gluon_cifar.export import export_model  # noqa: E402
+
+
+def interrupt_on_entering(code):
+    """A profile hook that sends this process a real SIGINT as `code` starts running (the signal's
+    KeyboardInterrupt then comes at its first line, as a Ctrl-C at that moment does)."""
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+@pytest.fixture(scope="module")
+def stopped_in_export(tmp_path_factory):
+    """A 1-epoch run interrupted by Ctrl-C as it exports its model: (data folder, argv, exit status, stderr)."""
+    root = make_kaggle_dir(tmp_path_factory.mktemp("stop") / "kaggle", 6)
+    argv = ["--data-dir", root, "--epochs", "1", "--batch-size", "2", "--valid-ratio", "0.25", "--devices", "cpu",
+            "--output-dir", os.path.join(root, "out")]
+    err = io.StringIO()
+    sys.setprofile(interrupt_on_entering(export_model.__code__))
+    try:
+        with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(err):
+            train.main(argv)
+    finally:
+        sys.setprofile(None)
+    return root, argv, stop.value.code, err.getvalue()
+
+
+def test_a_stop_during_the_export_says_how_to_resume(stopped_in_export, capsys):
+    root, argv, code, err = stopped_in_export
+    lines = err.splitlines()
+    assert code == 130 and len(lines) == 1, err
+    assert lines[0].startswith("interrupted: stopped; the last complete checkpoint is kept"), err
+    assert lines[0].endswith(" --resume") and "Resume with:" in lines[0], err
+    assert not os.path.exists(os.path.join(root, "out", "submission.csv"))
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("[]", "holds an array, not the run's settings"), ('"settings"', "holds a string"), ("7", "holds a number"),
+    ("null", "holds null"), ("{", "not valid JSON"), ('{"epochs": "1"}', "field 'epochs' is '1', not of type int"),
+    ('{"lr": null}', "field 'lr' is None, not of type float"), ('{"devices": 0}', "field 'devices' is 0, not of type str or null"),
+    ('{"job_workers": [2]}', "field 'job_workers' is [2], not of type int")])
+def test_resume_refuses_a_config_json_that_is_not_settings(stopped_in_export, tmp_path, capsys, content, fragment):
+    root, argv, _, _ = stopped_in_export
+    out = tmp_path / "out"
+    shutil.copytree(os.path.join(root, "out"), out)
+    (out / "config.json").write_text(content)
+    argv = [str(out) if a == os.path.join(root, "out") else a for a in argv]
+    one_error_line(capsys, lambda: train.main(argv + ["--resume"]), f"{out / 'config.json'}: {fragment}",
+                   "--overwrite starts the run afresh")
+    one_error_line(capsys, lambda: train.main(argv), f"{out} already holds a run")  # without --resume
+    assert (out / "config.json").read_text() == content
+
+
+def test_the_resume_command_printed_finishes_the_run(stopped_in_export, tmp_path, capsys):
+    root, argv, _, err = stopped_in_export
+    out = tmp_path / "out"
+    shutil.copytree(os.path.join(root, "out"), out)
+    resume = shlex.split(err.split("Resume with: ")[1])
+    assert resume[:3] == [sys.executable, "-m", "gluon_cifar.train"]
+    train.main([str(out) if a == os.path.join(root, "out") else a for a in resume[3:]])
+    assert (out / "submission.csv").read_text().count("\n") == 1 + 7  # header and the 7 test images
