@@ -36,6 +36,7 @@ MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file sys
 OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
 _IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
+MAX_IMAGE_ID = 2 ** 63 - 1  # ids travel through MXNet's int64 batches (a larger one breaks the batch)
 # The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
 _OUR_FILE = re.compile(r"\..+\.tmp|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|[0-9]+\.(png|jpe?g)",
                        re.IGNORECASE)
@@ -89,6 +90,8 @@ def read_csv_labels(fname):
     table.columns = ["id", "label"]
     _first_bad_row(fname, table, "id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number")
     table["id"] = table["id"].map(lambda image_id: str(int(image_id)))  # 007 is image 7
+    _first_bad_row(fname, table, "id", table["id"].map(lambda image_id: int(image_id) > MAX_IMAGE_ID),
+                   f"is larger than {MAX_IMAGE_ID}, the largest id the package handles")
     problems = table["label"].map({label: label_problem(label) for label in table["label"].unique()})
     for column, bad, what in (
             ("label", table["label"].eq(""), "is empty"),
@@ -118,9 +121,9 @@ def _case_clash(labels):
 def list_images(folder):
     """Return [(id, path)] for the `<id>.png` files in `folder`, in numeric id order.
 
-    Ids are ASCII digits only. Hidden files are ignored; any other file, and two files of one id
-    (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently trained on or
-    predicted twice.
+    Ids are ASCII digits only, at most MAX_IMAGE_ID (int64). Hidden files are ignored; any other file, and
+    two files of one id (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently
+    trained on or predicted twice.
     """
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: folder not found")
@@ -132,6 +135,9 @@ def list_images(folder):
             stem, ext = os.path.splitext(entry.name)
             if ext.lower() not in IMAGE_EXTENSIONS or not _IMAGE_ID.fullmatch(stem):
                 raise InputError(f"{entry.path}: not an image named <id>.png (ids are ASCII digits)")
+            if int(stem) > MAX_IMAGE_ID:
+                raise InputError(f"{entry.path}: image id {shorten(stem, 40)} is larger than {MAX_IMAGE_ID}, "
+                                 "the largest id the package handles; renumber the images")
             if not _is_file(entry):
                 what = "a broken symbolic link" if entry.is_symlink() else "not a regular file"
                 raise InputError(f"{entry.path}: {what}")

@@ -242,3 +242,34 @@ def test_the_resume_command_printed_finishes_the_run(stopped_in_export, tmp_path
     assert resume[:3] == [sys.executable, "-m", "gluon_cifar.train"]
     train.main([str(out) if a == os.path.join(root, "out") else a for a in resume[3:]])
     assert (out / "submission.csv").read_text().count("\n") == 1 + 7  # header and the 7 test images
+
+
+# Image ids: the test images' ids go through MXNet's int64 batches into submission.csv
+
+from mxnet import gluon  # noqa: E402
+
+from gluon_cifar.data import ImageFilesDataset  # noqa: E402
+
+BIG_ID = "1" * 30  # trained, then a KeyError and no submission
+
+
+def test_a_test_image_id_beyond_int64_is_refused_before_training(kaggle_dir, capsys):
+    shutil.copy(os.path.join(kaggle_dir, "test", "1.png"), os.path.join(kaggle_dir, "test", f"{BIG_ID}.png"))
+    one_error_line(capsys, lambda: train.main(train_argv(kaggle_dir)),
+                   os.path.join(kaggle_dir, "test", f"{BIG_ID}.png"), f"is larger than {2 ** 63 - 1}")
+    assert not os.path.exists(os.path.join(kaggle_dir, "out", "checkpoint"))
+
+
+def test_a_label_id_beyond_int64_is_refused(kaggle_dir, capsys):
+    with open(os.path.join(kaggle_dir, "trainLabels.csv"), "a") as f:
+        f.write(f"{BIG_ID},bird\n")
+    one_error_line(capsys, lambda: train.main(train_argv(kaggle_dir)), "trainLabels.csv, line 32: id", BIG_ID,
+                   "is larger than")
+
+
+def test_the_largest_id_reaches_the_predictions_unchanged(kaggle_dir):
+    """2**63 - 1 itself is an id: the test loader's batches (predict's path) keep it exact (no float on the way)."""
+    os.rename(os.path.join(kaggle_dir, "test", "7.png"), os.path.join(kaggle_dir, "test", f"{2 ** 63 - 1}.png"))
+    ids = [int(i) for _, batch in gluon.data.DataLoader(ImageFilesDataset(os.path.join(kaggle_dir, "test")), 4)
+           for i in batch.asnumpy()]
+    assert ids == [1, 2, 3, 4, 5, 6, 2 ** 63 - 1]
