@@ -322,7 +322,11 @@ def _link_or_copy(src, dst):
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, dst)
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as err:
+            raise InputError(f"cannot write {dst}: {err.strerror or err} (disk full? links to the data are "
+                             "impossible there, so the images are copied)") from None
 
 
 def _checked_source(path, reorg_dir, split, name):

@@ -273,3 +273,32 @@ def test_the_largest_id_reaches_the_predictions_unchanged(kaggle_dir):
     ids = [int(i) for _, batch in gluon.data.DataLoader(ImageFilesDataset(os.path.join(kaggle_dir, "test")), 4)
            for i in batch.asnumpy()]
     assert ids == [1, 2, 3, 4, 5, 6, 2 ** 63 - 1]
+
+
+# A reorganisation where links are impossible and the copies do not fit
+
+from clitools import run_with_file_size_limit, snapshot  # noqa: E402
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A new folder on a file system other than tmp_path's (/dev/shm, a tmpfs), where a hard link to a file
+    in tmp_path fails for real (EXDEV); removed afterwards."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    import tempfile
+    folder = tempfile.mkdtemp(dir="/dev/shm", prefix="gluon_cifar-test.")
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_reorganisation_that_cannot_link_or_copy_is_one_line(kaggle_dir, other_file_system):
+    """Links across file systems fail, so the images are copied; a copy that cannot grow past 1000 bytes (a
+    PNG is about 3 kB) fails as on a full disk: one line, and no half reorganisation left."""
+    reorg = os.path.join(other_file_system, "reorg")
+    before = snapshot(kaggle_dir, skip=("train_valid_test", "out"))
+    result = run_with_file_size_limit(1000, "gluon_cifar.train", *train_argv(kaggle_dir, "--reorg-dir", reorg))
+    assert_one_error_line(result, f"cannot write {other_file_system}", "File too large", "disk full?",
+                          "the images are copied")
+    assert [name for name in os.listdir(other_file_system) if not name.endswith((".lock", ".in-use"))] == []
+    assert snapshot(kaggle_dir, skip=("train_valid_test", "out")) == before  # the data (out: the run's own)
