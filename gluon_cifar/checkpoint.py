@@ -34,6 +34,7 @@ from mxnet.base import MXNetError
 from .atomic import atomic_path, read_json, remove_stale_staging, write_error, write_json
 from .config import resume_conflict, saved_settings_problem
 from .errors import InputError
+from .errors import reason as _reason
 from .images import INPUT_SHAPE
 
 CHECKPOINT_DIRNAME = "checkpoint"
@@ -105,12 +106,6 @@ def remove_checkpoint_folder(path):
             os.remove(os.path.join(path, name))
     with contextlib.suppress(FileNotFoundError, OSError):
         os.rmdir(path)
-
-
-def _reason(err):
-    """The last line of an MXNet or Python error, without MXNet's traceback and prefixes."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
-    return lines[-1].split("MXNetError: ")[-1]
 
 
 def read_history(path):

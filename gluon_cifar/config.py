@@ -12,7 +12,8 @@ from typing import Optional
 
 import mxnet as mx
 
-from .data import AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, make_train_transform
+from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, check_num_workers,
+                   make_train_transform)
 from .distributed import KVSTORES
 from .errors import InputError, shorten
 from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
@@ -79,7 +80,7 @@ class RunConfig:
         for name in ("epochs", "lr_period", "log_every"):
             self._require(getattr(self, name) >= 1, name, "must be at least 1")
         self._require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be at least 1")
-        self._require(self.num_workers >= 0, "num_workers", "must be at least 0")
+        check_num_workers(self.num_workers)
         self._require(self.patience >= 0, "patience", "must be at least 0 (0: no early stopping)")
         self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}")
         self._require(_finite(self.lr) and self.lr > 0, "lr", "must be a finite number above 0")

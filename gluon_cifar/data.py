@@ -126,7 +126,7 @@ def list_images(folder):
     trained on or predicted twice.
     """
     if not os.path.isdir(folder):
-        raise InputError(f"{folder}: folder not found")
+        raise InputError(f"{folder}: {'not a folder' if os.path.exists(folder) else 'folder not found'}")
     images = []
     with os.scandir(folder) as entries:  # the listing's file types: no stat per file (60,000 files: 0.1 s)
         for entry in entries:
@@ -180,6 +180,11 @@ def check_output_location(data_dir, path, what):
         if _is_within(real, source):
             raise InputError(f"{what} {path} is inside {source}, where a folder breaks every later run: "
                              "choose a folder outside train/ and test/")
+
+
+def check_data_folder(data_dir):
+    if not os.path.isdir(data_dir):
+        raise InputError(f"{data_dir}: {'not a folder' if os.path.exists(data_dir) else 'data folder not found'}")
 
 
 def check_run_folders(data_dir, reorg_dir, output_dir):
@@ -456,8 +461,7 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None):
     """`reorg_cifar10_data`, keeping the reorganisation in use until the block ends: while a run trains on
     it, another run that would rebuild it (other labels, images or ratio) is refused instead of changing
     the files under the first one."""
-    if not os.path.isdir(data_dir):
-        raise InputError(f"{data_dir}: data folder not found")
+    check_data_folder(data_dir)
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     check_output_location(data_dir, reorg_dir, "the reorganisation folder")
     check_reorg_target(reorg_dir)
@@ -682,6 +686,14 @@ def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, w
                                      shuffle=shuffle and sampler is None, sampler=sampler, last_batch="discard",
                                      num_workers=num_workers)
     return {split: loader(split) for split in splits}
+
+
+def check_num_workers(num_workers):
+    """Refuse a DataLoader worker count below 0 or above 4 per core (at least 8): --num-workers 100000 forked
+    processes until the machine ran out of them."""
+    most = max(8, 4 * (os.cpu_count() or 1))
+    if not 0 <= num_workers <= most:
+        raise InputError(f"--num-workers must be from 0 to {most} (4 per core here), got {num_workers}")
 
 
 def check_loader_options(augment, fast, distributed):

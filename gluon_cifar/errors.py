@@ -23,6 +23,12 @@ def shorten(text, limit=MAX_MESSAGE):
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+def reason(err):
+    """The last line of an MXNet or Python error, without MXNet's traceback and prefixes."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    return lines[-1].split("MXNetError: ")[-1]
+
+
 class _DefaultsInHelp(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already says it or there is none to say."""
 

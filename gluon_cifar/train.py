@@ -18,8 +18,8 @@ from mxnet import npx
 from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, check_finite, interrupted_message,
                          read_saved_config, record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
-from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
-                   make_run_loaders, mirror_url, reorganised)
+from .data import (AUGMENTATIONS, DEMO_SOURCES, check_data_folder, check_run_folders, demo_data_dir, demo_dir,
+                   load_datasets, make_run_loaders, mirror_url, reorganised)
 from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
@@ -180,6 +180,8 @@ def main(argv=None):
     log_to_stdout()  # the run's story; stderr carries only what went wrong (one line), so the two never mix
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
     config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
+    if config.data_dir:  # (the demo set's folder may not be there yet)
+        check_data_folder(config.data_dir)
     check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
     kvstore = create_kvstore(config.kvstore)
     if rank_and_size(kvstore)[0] != 0:

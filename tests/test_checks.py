@@ -89,7 +89,7 @@ from gluon_cifar import train  # noqa: E402
 
 
 def train_argv(data_dir, *extra):
-    return ["--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "4", "--output-dir",
+    return ["--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "2", "--output-dir",
             os.path.join(str(data_dir), "out"), *extra]
 
 
@@ -302,3 +302,45 @@ def test_a_reorganisation_that_cannot_link_or_copy_is_one_line(kaggle_dir, other
                           "the images are copied")
     assert [name for name in os.listdir(other_file_system) if not name.endswith((".lock", ".in-use"))] == []
     assert snapshot(kaggle_dir, skip=("train_valid_test", "out")) == before  # the data (out: the run's own)
+
+
+# More of each family: paths of the wrong kind, empty paths of the other commands, bounds
+
+from gluon_cifar import export, predict  # noqa: E402
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "data").write_text("not a folder\n")
+    one_error_line(capsys, lambda: train.main(train_argv(tmp_path / "data")), f"{tmp_path / 'data'}: not a folder")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--model", "", "--images", "test"], "--model must not be empty"),
+    (["--model", "m", "--images", ""], "--images must not be empty"),
+    (["--model", "m", "--images", "test", "--output", ""], "--output must not be empty"),
+    (["--model", "m", "--images", "test", "--probabilities", ""], "--probabilities must not be empty"),
+    (["--model", "m", "--images", "test", "--int8", ""], "--int8 must not be empty"),
+    (["--model", "m", "--images", "test", "--num-workers", "100000"], "--num-workers must be from 0 to")])
+def test_predict_refuses_empty_paths_and_bounds(capsys, argv, fragment):
+    one_error_line(capsys, lambda: predict.main(argv), fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [(["--model", "", "--onnx"], "--model must not be empty"),
+                                            (["--model", "m", "--onnx", ""], "--onnx must not be empty")])
+def test_export_refuses_empty_paths(capsys, argv, fragment):
+    """`--onnx ''` used to mean `--onnx` alone (beside the model): now an empty name is a mistake."""
+    one_error_line(capsys, lambda: export.main(argv), fragment)
+
+
+def test_too_many_loader_workers_are_refused_before_any_process_starts(tmp_path, capsys):
+    """--num-workers 100000 forked DataLoader workers until the machine had no processes left."""
+    one_error_line(capsys, lambda: train.main(train_argv(tmp_path, "--num-workers", "100000")),
+                   "--num-workers must be from 0 to", "got 100000")
+
+
+def test_init_from_a_file_that_is_not_weights_is_one_plain_line(kaggle_dir, tmp_path, capsys):
+    (tmp_path / "weights.params").write_text("not weights\n")
+    argv = train_argv(kaggle_dir, "--init-from", str(tmp_path / "weights.params"))
+    line = one_error_line(capsys, lambda: train.main(argv),
+                          "--init-from", "not weights of this model")
+    assert "Traceback" not in line
