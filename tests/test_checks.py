@@ -128,7 +128,7 @@ from gluon_cifar import launch  # noqa: E402
     (["--python", "/does/not/exist"], "--python /does/not/exist does not exist"),
     (["--python", "/bin/true"], "is not a Python that imports gluon_cifar"),
     (["--hostfile", ""], "--hostfile must not be empty"), (["--scheduler-host", ""], "must not be empty"),
-    (["--scheduler-host", "192.0.2.1"], "give --scheduler-host an address of this machine"),
+    (["--scheduler-host", "198.51.100.77"], "give --scheduler-host an address of this machine"),
     (["--", "--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     (["--", "--lr", "nan"], "--lr must be a finite number above 0"),
     (["--", "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
