@@ -94,7 +94,8 @@ def report_input_errors(main):
     """Run a CLI `main`, turning an InputError into one stderr line and exit status 2.
 
     Ctrl-C (KeyboardInterrupt) and SIGTERM likewise end in one line, their message if any, and the
-    shell's status (130, 143); while `main` runs, Ctrl-C is a KeyboardInterrupt (unless ignored, as in a background job).
+    shell's status (130, 143). While `main` runs, Ctrl-C is a KeyboardInterrupt (unless ignored, as in a
+    background job), whatever handler `runtime.start_command` set for the imports.
     """
     @functools.wraps(main)
     def wrapper(argv=None):

@@ -220,7 +220,8 @@ def test_a_stop_during_the_export_says_how_to_resume(stopped_in_export, capsys):
 @pytest.mark.parametrize("content, fragment", [
     ("[]", "holds an array, not the run's settings"), ('"settings"', "holds a string"), ("7", "holds a number"),
     ("null", "holds null"), ("{", "not valid JSON"), ('{"epochs": "1"}', "field 'epochs' is '1', not of type int"),
-    ('{"lr": null}', "field 'lr' is None, not of type float"), ('{"devices": 0}', "field 'devices' is 0, not of type str or null"),
+    ('{"lr": null}', "field 'lr' is None, not of type float"),
+    ('{"devices": 0}', "field 'devices' is 0, not of type str or null"),
     ('{"job_workers": [2]}', "field 'job_workers' is [2], not of type int")])
 def test_resume_refuses_a_config_json_that_is_not_settings(stopped_in_export, tmp_path, capsys, content, fragment):
     root, argv, _, _ = stopped_in_export
