@@ -32,8 +32,9 @@ import numpy as onp
 from mxnet.base import MXNetError
 
 from .atomic import atomic_path, read_json, remove_stale_staging, write_error, write_json
-from .config import resume_conflict
+from .config import resume_conflict, saved_settings_problem
 from .errors import InputError
+from .errors import reason as _reason
 from .images import INPUT_SHAPE
 
 CHECKPOINT_DIRNAME = "checkpoint"
@@ -105,12 +106,6 @@ def remove_checkpoint_folder(path):
             os.remove(os.path.join(path, name))
     with contextlib.suppress(FileNotFoundError, OSError):
         os.rmdir(path)
-
-
-def _reason(err):
-    """The last line of an MXNet or Python error, without MXNet's traceback and prefixes."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
-    return lines[-1].split("MXNetError: ")[-1]
 
 
 def read_history(path):
@@ -295,15 +290,31 @@ def _apply_policy(output, resume, overwrite):
         output.set_written([])
 
 
+def read_saved_config(out):
+    """The settings dict of the run in `out` (its config.json), for --resume to compare; refused with one line
+    when missing, not JSON, or not settings (another JSON type, a field of the wrong type)."""
+    path = os.path.join(out, CONFIG_FILENAME)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError as err:
+        saved, problem = None, f"cannot be read ({err.strerror})"
+    except ValueError as err:
+        saved, problem = None, f"not valid JSON ({_reason(err)})"
+    else:
+        problem = saved_settings_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}: --resume cannot check that the settings are the run's; "
+                         "--overwrite starts the run afresh")
+    return saved
+
+
 def record_config(out, config, resume=False):
     """Save the run's settings (a RunConfig) as `out/config.json` as it starts; on resume, refuse settings
     that differ from the saved ones (see config.RESUMABLE for those that may change) and keep the file."""
     path = os.path.join(out, CONFIG_FILENAME)
     if resume:
-        saved = read_json(path)
-        if not isinstance(saved, dict):
-            raise InputError(f"{path}: missing or not valid JSON: --resume cannot check that the settings are "
-                             "the run's; --overwrite starts the run afresh")
+        saved = read_saved_config(out)
         conflict = resume_conflict(config, saved)
         if conflict:
             raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")

@@ -7,11 +7,13 @@ on the full data.
 """
 import dataclasses
 import math
+import typing
 from typing import Optional
 
 import mxnet as mx
 
-from .data import AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, make_train_transform
+from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, check_num_workers,
+                   make_train_transform)
 from .distributed import KVSTORES
 from .errors import InputError, shorten
 from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
@@ -73,10 +75,12 @@ class RunConfig:
 
     def check(self):
         """Refuse, with one line naming the option, any setting the run could not use."""
+        for name in ("data_dir", "cache_dir", "reorg_dir", "devices", "output_dir", "init_from"):
+            self._require(getattr(self, name) != "", name, "must not be empty (leave the option out for its default)")
         for name in ("epochs", "lr_period", "log_every"):
             self._require(getattr(self, name) >= 1, name, "must be at least 1")
         self._require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be at least 1")
-        self._require(self.num_workers >= 0, "num_workers", "must be at least 0")
+        check_num_workers(self.num_workers)
         self._require(self.patience >= 0, "patience", "must be at least 0 (0: no early stopping)")
         self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}")
         self._require(_finite(self.lr) and self.lr > 0, "lr", "must be a finite number above 0")
@@ -100,8 +104,9 @@ class RunConfig:
         if self.tensorboard:
             try:
                 import tensorboardX  # noqa: F401 (an optional extra)
-            except ImportError:
-                raise InputError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+            except Exception as err:  # not installed, or broken (an incompatible protobuf raises TypeError)
+                raise InputError(f"--tensorboard needs the tensorboardX package, which cannot be imported "
+                                 f"({type(err).__name__}: {shorten(err, 100)}): pip install tensorboardX "
                                  "(or the package's [tensorboard] extra)") from None
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
@@ -148,6 +153,40 @@ class RunConfig:
 # (`epochs` too, with the step schedule: see `resume_conflict`.) A run folder may be moved (`output_dir`).
 RESUMABLE = ("resume", "overwrite", "num_workers", "devices", "output_dir", "export", "patience", "log_every",
              "tensorboard")
+
+
+def saved_settings_problem(saved):
+    """What is wrong with `saved`, the settings a run wrote (config.json), or None: it must be a JSON object
+    whose known fields have RunConfig's types (unknown fields are left to whoever wrote them)."""
+    if not isinstance(saved, dict):
+        return f"holds {_JSON_TYPES.get(type(saved), 'a value')}, not the run's settings (an object)"
+    for field in dataclasses.fields(RunConfig):
+        value = saved.get(field.name)
+        if field.name in saved and not _has_type(value, field.type):
+            return f"field {field.name!r} is {shorten(repr(value), 40)}, not of type {_type_name(field.type)}"
+    return None
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def _has_type(value, annotation):
+    """Whether the JSON value `value` fits RunConfig annotation `annotation` (int, float, str, bool, Optional)."""
+    if typing.get_origin(annotation) is typing.Union:
+        return any(_has_type(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation):
+    args = typing.get_args(annotation)
+    return " or ".join("null" if a is type(None) else a.__name__ for a in args) if args else annotation.__name__
 
 
 def changed_settings(config, saved):

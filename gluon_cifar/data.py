@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import unicodedata
+import urllib.parse
 import zipfile
 
 import numpy as onp
@@ -35,6 +36,7 @@ MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file sys
 OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
 _IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
+MAX_IMAGE_ID = 2 ** 63 - 1  # ids travel through MXNet's int64 batches (a larger one breaks the batch)
 # The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
 _OUR_FILE = re.compile(r"\..+\.tmp|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|[0-9]+\.(png|jpe?g)",
                        re.IGNORECASE)
@@ -88,6 +90,8 @@ def read_csv_labels(fname):
     table.columns = ["id", "label"]
     _first_bad_row(fname, table, "id", ~table["id"].str.fullmatch(r"[0-9]+"), "is not a whole number")
     table["id"] = table["id"].map(lambda image_id: str(int(image_id)))  # 007 is image 7
+    _first_bad_row(fname, table, "id", table["id"].map(lambda image_id: int(image_id) > MAX_IMAGE_ID),
+                   f"is larger than {MAX_IMAGE_ID}, the largest id the package handles")
     problems = table["label"].map({label: label_problem(label) for label in table["label"].unique()})
     for column, bad, what in (
             ("label", table["label"].eq(""), "is empty"),
@@ -117,12 +121,12 @@ def _case_clash(labels):
 def list_images(folder):
     """Return [(id, path)] for the `<id>.png` files in `folder`, in numeric id order.
 
-    Ids are ASCII digits only. Hidden files are ignored; any other file, and two files of one id
-    (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently trained on or
-    predicted twice.
+    Ids are ASCII digits only, at most MAX_IMAGE_ID (int64). Hidden files are ignored; any other file, and
+    two files of one id (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently
+    trained on or predicted twice.
     """
     if not os.path.isdir(folder):
-        raise InputError(f"{folder}: folder not found")
+        raise InputError(f"{folder}: {'not a folder' if os.path.exists(folder) else 'folder not found'}")
     images = []
     with os.scandir(folder) as entries:  # the listing's file types: no stat per file (60,000 files: 0.1 s)
         for entry in entries:
@@ -131,6 +135,9 @@ def list_images(folder):
             stem, ext = os.path.splitext(entry.name)
             if ext.lower() not in IMAGE_EXTENSIONS or not _IMAGE_ID.fullmatch(stem):
                 raise InputError(f"{entry.path}: not an image named <id>.png (ids are ASCII digits)")
+            if int(stem) > MAX_IMAGE_ID:
+                raise InputError(f"{entry.path}: image id {shorten(stem, 40)} is larger than {MAX_IMAGE_ID}, "
+                                 "the largest id the package handles; renumber the images")
             if not _is_file(entry):
                 what = "a broken symbolic link" if entry.is_symlink() else "not a regular file"
                 raise InputError(f"{entry.path}: {what}")
@@ -173,6 +180,11 @@ def check_output_location(data_dir, path, what):
         if _is_within(real, source):
             raise InputError(f"{what} {path} is inside {source}, where a folder breaks every later run: "
                              "choose a folder outside train/ and test/")
+
+
+def check_data_folder(data_dir):
+    if not os.path.isdir(data_dir):
+        raise InputError(f"{data_dir}: {'not a folder' if os.path.exists(data_dir) else 'data folder not found'}")
 
 
 def check_run_folders(data_dir, reorg_dir, output_dir):
@@ -315,7 +327,11 @@ def _link_or_copy(src, dst):
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, dst)
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as err:
+            raise InputError(f"cannot write {dst}: {err.strerror or err} (disk full? links to the data are "
+                             "impossible there, so the images are copied)") from None
 
 
 def _checked_source(path, reorg_dir, split, name):
@@ -445,8 +461,7 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None):
     """`reorg_cifar10_data`, keeping the reorganisation in use until the block ends: while a run trains on
     it, another run that would rebuild it (other labels, images or ratio) is refused instead of changing
     the files under the first one."""
-    if not os.path.isdir(data_dir):
-        raise InputError(f"{data_dir}: data folder not found")
+    check_data_folder(data_dir)
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     check_output_location(data_dir, reorg_dir, "the reorganisation folder")
     check_reorg_target(reorg_dir)
@@ -490,6 +505,24 @@ class DownloadError(InputError):
     """The demo set could not be fetched: offline, a proxy in the way, or a mirror serving another file."""
 
 
+def mirror_url(environ=os.environ):
+    """The demo set's URL from GLUON_CIFAR_DEMO_URL, or None where it is unset or empty; refused unless it is an
+    http(s) URL of a file (d2l names the download after its last part)."""
+    url = environ.get(DEMO_URL_VARIABLE)
+    if not url:  # empty is unset, as before
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        parts = None
+    if (not parts or parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.rsplit("/", 1)[-1]
+            or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url)):
+        raise InputError(f"{DEMO_URL_VARIABLE} must be the http(s) URL of a mirror's kaggle_cifar10_tiny.zip, "
+                         f"got {shorten(repr(url), 80)}: fix or unset it")
+    return url
+
+
 def demo_dir(cache_dir=DEFAULT_CACHE_DIR):
     """Where `download_demo` puts the demo set."""
     return os.path.join(os.path.expanduser(cache_dir), "kaggle_cifar10_tiny")
@@ -503,7 +536,7 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
     import requests
     from d2l import mxnet as d2l  # heavy (matplotlib, IPython): imported only for the demo
     url, sha1 = d2l.DATA_HUB["cifar10_tiny"]
-    url = os.environ.get(DEMO_URL_VARIABLE) or url
+    url = mirror_url() or url
     cache_dir = os.path.expanduser(cache_dir)
     folder = demo_dir(cache_dir)
     if os.path.isfile(os.path.join(folder, "trainLabels.csv")):
@@ -653,6 +686,14 @@ def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, w
                                      shuffle=shuffle and sampler is None, sampler=sampler, last_batch="discard",
                                      num_workers=num_workers)
     return {split: loader(split) for split in splits}
+
+
+def check_num_workers(num_workers):
+    """Refuse a DataLoader worker count below 0 or above 4 per core (at least 8): --num-workers 100000 forked
+    processes until the machine ran out of them."""
+    most = max(8, 4 * (os.cpu_count() or 1))
+    if not 0 <= num_workers <= most:
+        raise InputError(f"--num-workers must be from 0 to {most} (4 per core here), got {num_workers}")
 
 
 def check_loader_options(augment, fast, distributed):

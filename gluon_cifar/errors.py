@@ -23,6 +23,12 @@ def shorten(text, limit=MAX_MESSAGE):
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+def reason(err):
+    """The last line of an MXNet or Python error, without MXNet's traceback and prefixes."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    return lines[-1].split("MXNetError: ")[-1]
+
+
 class _DefaultsInHelp(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already says it or there is none to say."""
 
@@ -88,15 +94,19 @@ def report_input_errors(main):
     """Run a CLI `main`, turning an InputError into one stderr line and exit status 2.
 
     Ctrl-C (KeyboardInterrupt) and SIGTERM likewise end in one line, their message if any, and the
-    shell's status (130, 143).
+    shell's status (130, 143). While `main` runs, Ctrl-C is a KeyboardInterrupt (unless ignored, as in a
+    background job), whatever handler `runtime.start_command` set for the imports.
     """
     @functools.wraps(main)
     def wrapper(argv=None):
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = None
+        previous = previous_int = None
         if in_main_thread:
             _detach_forked_children()
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            previous_int = signal.getsignal(signal.SIGINT)  # runtime.start_command's, or Python's own
+            if previous_int is not signal.SIG_IGN:  # (ignored in a background job: stays so)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return main(argv)
         except InputError as err:
@@ -109,4 +119,5 @@ def report_input_errors(main):
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
     return wrapper

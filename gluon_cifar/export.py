@@ -8,6 +8,10 @@ without this package; `load_exported` reopens all three without the Python model
 for targets without MXNet (ONNX Runtime and others); the class names go beside it as
 `OUT/model-classes.json`, the same `<name>-classes.json` convention.
 """
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
+
 import json
 import os
 import sys
@@ -20,8 +24,9 @@ from mxnet import gluon, npx
 
 from . import numpy_compat
 from .atomic import atomic_path, check_not_an_input, stale_staging, write_error, write_json
-from .errors import ArgumentParser, InputError, report_input_errors, shorten
+from .errors import ArgumentParser, InputError, reason, report_input_errors, shorten
 from .images import INPUT_SHAPE
+from .runtime import check_mxnet_environment
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
 # fusion) know only the legacy ones. The residual adds have operands of equal shapes.
@@ -165,8 +170,7 @@ def load_weights(net, source, classes):
         try:
             net.load_parameters(path, ctx=devices)
         except (mx.base.MXNetError, AssertionError, ValueError) as err:
-            raise InputError(f"--init-from {path}: not weights of this model "
-                             f"({str(err).strip().splitlines()[0][:200]})") from None
+            raise InputError(f"--init-from {path}: not weights of this model ({shorten(reason(err), 200)})") from None
         return
     files = existing_exported_files(source)
     with open(files["classes"]) as f:
@@ -278,7 +282,7 @@ def build_parser():
                             description="Convert an exported model (PREFIX-symbol.json, PREFIX-0000.params, "
                                         "PREFIX-classes.json) to ONNX.")
     parser.add_argument("--model", required=True, help="export prefix, as written by training (OUT/model)")
-    parser.add_argument("--onnx", metavar="FILE", nargs="?", const="", required=True,
+    parser.add_argument("--onnx", metavar="FILE", nargs="?", const=True, required=True,
                         help="write an ONNX model to FILE (default: PREFIX.onnx); the class names go beside it "
                              "as NAME-classes.json")
     return parser
@@ -287,8 +291,12 @@ def build_parser():
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    check_mxnet_environment()
+    for option, value in (("--model", args.model), ("--onnx", args.onnx)):
+        if value == "":
+            raise InputError(f"{option} must not be empty")
     npx.set_np()  # the parameters were saved in NumPy shape semantics, and load only in them
-    output = args.onnx or f"{args.model}.onnx"
+    output = f"{args.model}.onnx" if args.onnx is True else args.onnx  # --onnx alone: beside the model
     classes_file = export_onnx(args.model, output)
     print(f"wrote {output} and {classes_file}")
 

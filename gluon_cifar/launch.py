@@ -21,9 +21,13 @@ Local processes share this machine's cores (`plan`): one thread for the schedule
 core for each data-loader process, the rest split among the workers.
 """
 import argparse
+import errno
+import math
 import os
 import queue
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +36,8 @@ import threading
 import time
 import traceback
 
-from .errors import ArgumentParser, InputError, report_input_errors
+from .errors import ArgumentParser, InputError, report_input_errors, shorten
+from .runtime import check_mxnet_environment
 
 WORKER_ENTRY = "import sys; from gluon_cifar.launch import run_worker; run_worker(sys.argv[1:])"
 
@@ -72,9 +77,24 @@ def parse_hostfile(path):
 
 
 def free_port():
-    """A TCP port nobody listens on right now (for the local scheduler)."""
+    """A TCP port nobody listens on right now on 127.0.0.1 (for a local scheduler)."""
+    return scheduler_port("127.0.0.1")
+
+
+def scheduler_port(host, port=None):
+    """`port`, or a free one, checked by binding it on `host` as the scheduler will (ps-lite binds
+    DMLC_PS_ROOT_URI:DMLC_PS_ROOT_PORT): a port in use or an address not of this machine stops the launch
+    here, not as a scheduler that aborts or workers that wait."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind((host, port or 0))
+        except socket.gaierror as err:
+            raise InputError(f"--scheduler-host {host}: cannot resolve it ({err.strerror})") from None
+        except OSError as err:
+            what = f"port {port} on {host}" if port else host
+            raise InputError(f"the scheduler cannot listen on {what} ({err.strerror}): "
+                             + ("choose another --port" if err.errno == errno.EADDRINUSE
+                                else "give --scheduler-host an address of this machine")) from None
         return s.getsockname()[1]
 
 
@@ -257,15 +277,65 @@ def build_parser():
     return parser
 
 
+MAX_PROCESSES = 1024  # workers, or servers, of one job
+
+
+def check_options(args):
+    """Refuse launcher options the job could not run with, before anything starts."""
+    for option, value in (("--hostfile", args.hostfile), ("--scheduler-host", args.scheduler_host),
+                          ("--python", args.python), ("--ssh", args.ssh)):
+        if value == "":
+            raise InputError(f"{option} must not be empty (leave it out for its default)")
+    for option, value in (("-n/--num-workers", args.num_workers), ("-s/--num-servers", args.num_servers)):
+        if not 1 <= value <= MAX_PROCESSES:
+            raise InputError(f"{option} must be from 1 to {MAX_PROCESSES}, got {value}")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be a TCP port, 1 to 65535, got {args.port}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise InputError(f"--timeout must be a finite number of seconds above 0, got {args.timeout:g}")
+    if not (math.isfinite(args.grace) and args.grace >= 0):
+        raise InputError(f"--grace must be a finite number of seconds, at least 0, got {args.grace:g}")
+    interface = os.environ.get("DMLC_INTERFACE")
+    if interface is not None and not re.fullmatch(r"[^\s/:]{1,15}", interface):
+        raise InputError(f"DMLC_INTERFACE must name a network interface (1 to 15 characters, no spaces, / or :), "
+                         f"got {shorten(repr(interface), 40)}: fix or unset it")
+    check_python(args.python)
+
+
+def check_python(python):
+    """Refuse a --python that is missing, not executable, or cannot import gluon_cifar (the scheduler runs
+    it here; on hosts the same path must work too)."""
+    found = shutil.which(python)
+    if found is None:
+        what = "does not exist" if not os.path.lexists(python) else "is not an executable file"
+        raise InputError(f"--python {python} {what}")
+    try:
+        probe = subprocess.run([found, "-c", "import gluon_cifar; print(gluon_cifar.__name__)"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise InputError(f"--python {python} cannot be run ({getattr(err, 'strerror', None) or err})") from None
+    if probe.returncode != 0 or probe.stdout.strip() != "gluon_cifar":
+        last = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}, no output"])[-1]
+        raise InputError(f"--python {python} is not a Python that imports gluon_cifar ({shorten(last, 120)})")
+
+
+def check_training_args(train_args):
+    """Parse the workers' arguments with the training command's own parser, refusing what it refuses,
+    before any process starts (a worker would otherwise fail after the scheduler and servers started)."""
+    from .train import parse_config  # loads MXNet: RunConfig checks the devices
+    parse_config(training_command(train_args))
+
+
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
-    if args.num_workers < 1 or args.num_servers < 1:
-        raise InputError("a job needs at least one worker (-n) and one server (-s)")
+    check_mxnet_environment()  # the workers get OMP_NUM_THREADS
+    check_options(args)
+    check_training_args(train_args)
     hosts = parse_hostfile(args.hostfile) if args.hostfile else None
     scheduler_host = args.scheduler_host or (address_towards(hosts[0]) if hosts else "127.0.0.1")
-    layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, args.port or free_port(),
+    layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, scheduler_port(scheduler_host, args.port),
                   train_args, args.python)
     failure = run_job(layout, args.ssh, args.timeout, args.grace)
     if failure:

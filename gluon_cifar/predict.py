@@ -3,9 +3,9 @@
 `python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv` uses only the
 exported files (no model class), so it is also the deployment path on any machine with MXNet.
 """
-if __name__ == "__main__":  # before MXNet loads, which reads it: every core, unless the user chose
-    from gluon_cifar.runtime import use_all_cores
-    use_all_cores()
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
 
 import os
 
@@ -15,10 +15,11 @@ import pandas as pd
 from mxnet import gluon, np, npx
 
 from .atomic import atomic_path, check_not_an_input
-from .data import ImageFilesDataset, test_transform
+from .data import ImageFilesDataset, check_num_workers, test_transform
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import exported_files, load_exported
 from .recipes import TTA_MODES
+from .runtime import check_mxnet_environment
 
 
 def predict_logits(net, X, tta="none"):
@@ -121,11 +122,14 @@ def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, c
 @report_input_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    check_mxnet_environment()
+    for option in ("model", "images", "output", "probabilities", "int8"):
+        if getattr(args, option) == "":
+            raise InputError(f"--{option.replace('_', '-')} must not be empty")
     npx.set_np()
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    if args.num_workers < 0:
-        raise InputError("--num-workers must be at least 0")
+    check_num_workers(args.num_workers)
     check_not_an_input(args.output, exported_files(args.model).values(),
                        [folder for folder in (args.images, args.int8) if folder])
     if args.probabilities:

@@ -3,9 +3,9 @@
 data (reorganise, load) -> loaders -> net (get_net) -> fit -> outputs (export, submission.csv, metrics).
 This module only parses the command line and wires the stages; the loop lives in `gluon_cifar.loop`.
 """
-if __name__ == "__main__":  # before MXNet loads, which reads it: every core, unless the user chose
-    from gluon_cifar.runtime import use_all_cores
-    use_all_cores()
+if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
+    from gluon_cifar.runtime import start_command
+    start_command()
 
 import contextlib
 import dataclasses
@@ -15,12 +15,11 @@ import sys
 
 from mxnet import npx
 
-from .atomic import read_json
-from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, check_finite, interrupted_message,
-                         record_config, use_output_dir)
+from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, check_finite, interrupted_message,
+                         read_saved_config, record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
-from .data import (AUGMENTATIONS, DEMO_SOURCES, check_run_folders, demo_data_dir, demo_dir, load_datasets,
-                   make_run_loaders, reorganised)
+from .data import (AUGMENTATIONS, DEMO_SOURCES, check_data_folder, check_run_folders, demo_data_dir, demo_dir,
+                   load_datasets, make_run_loaders, mirror_url, reorganised)
 from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
@@ -29,7 +28,7 @@ from .model import get_net
 from .predict import predict_folder
 from .recipes import RECIPES, SCHEDULES, TTA_MODES
 from .report import EpochReport, describe_run, plot_curves, write_metrics
-from .runtime import log_to_stdout
+from .runtime import check_mxnet_environment, log_to_stdout
 
 log = logging.getLogger("gluon_cifar")
 DEFAULTS = RunConfig()
@@ -165,7 +164,7 @@ def write_outputs(output, net, history, classes, test_dir, config, device, check
 
 def check_same_job_size(out, config):
     """Refuse to resume a run with another number of workers: that changes the global batch, hence the run."""
-    saved = read_json(os.path.join(out, CONFIG_FILENAME)) if config.resume else None
+    saved = read_saved_config(out) if config.resume else None
     if saved is not None and saved.get("job_workers", 1) != config.job_workers:
         raise InputError(f"--resume continues the run as it was started, on {saved.get('job_workers', 1)} worker(s); "
                          f"this job has {config.job_workers} (python -m gluon_cifar.launch -n)")
@@ -174,11 +173,15 @@ def check_same_job_size(out, config):
 @report_input_errors
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    check_mxnet_environment()
+    mirror_url()
     config = parse_config(argv)
     npx.set_np()
     log_to_stdout()  # the run's story; stderr carries only what went wrong (one line), so the two never mix
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
     config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
+    if config.data_dir:  # (the demo set's folder may not be there yet)
+        check_data_folder(config.data_dir)
     check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
     kvstore = create_kvstore(config.kvstore)
     if rank_and_size(kvstore)[0] != 0:
@@ -188,7 +191,19 @@ def main(argv=None):
 
 
 def run(config, argv, kvstore, output):
-    """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only."""
+    """`run_stages`, saying on a stop (Ctrl-C, SIGTERM) whatever the stage what was kept and the command
+    that resumes it; in a job, the launcher says it."""
+    checkpoint_dir = output.checkpoints if output else os.path.join(config.output_dir, CHECKPOINT_DIRNAME)
+    try:
+        run_stages(config, kvstore, output, checkpoint_dir)
+    except KeyboardInterrupt as stop:
+        alone = rank_and_size(kvstore)[1] == 1
+        raise type(stop)(interrupted_message(checkpoint_dir, argv) if alone else "stopped with the job") from None
+
+
+def run_stages(config, kvstore, output, checkpoint_dir):
+    """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only.
+    Rank 0 owns the output folder; on --resume every worker reads `checkpoint_dir` (a folder they all see)."""
     devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
     log_to_stdout(f"[rank {rank}] " if workers > 1 else "")
@@ -228,15 +243,10 @@ def run(config, argv, kvstore, output):
             load_weights(net, config.init_from, classes)
         # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
         net.hybridize(static_alloc=True, static_shape=True)
-        # rank 0 owns the output folder; on --resume every worker reads the checkpoint (a folder they all see)
-        checkpoint_dir = output.checkpoints if output else os.path.join(config.output_dir, CHECKPOINT_DIRNAME)
         report = EpochReport(output.path, config.tensorboard) if output else None
         try:
             history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
                           checkpoint_dir, on_epoch_end=report)
-        except KeyboardInterrupt as stop:  # in a job, the launcher says how to resume it
-            message = interrupted_message(checkpoint_dir, argv) if workers == 1 else "stopped with the job"
-            raise type(stop)(message) from None
         finally:
             if report:
                 report.close()

@@ -24,6 +24,16 @@ def run(module, *args, **kwargs):
     return subprocess.run(command(module, *args), capture_output=True, text=True, timeout=900, **kwargs)
 
 
+def run_with_file_size_limit(limit, module, *args):
+    """Run a command whose files may not grow past `limit` bytes: writes then fail with EFBIG, as on a full
+    disk (RLIMIT_FSIZE; Python ignores the SIGXFSZ that would otherwise kill the process)."""
+    script = ("import resource, runpy, sys; "
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+              f"sys.argv = {[module] + list(map(str, args))!r}; "
+              f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+
+
 def snapshot(root, skip=("train_valid_test",)):
     """{relative path: (sha1, mtime_ns)} of every file under `root`, except what is derived: the folders in
     `skip` and their hidden lock file and staging folders (`.train_valid_test.lock`, ...)."""

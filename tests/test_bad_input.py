@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from clitools import assert_one_error_line, run, snapshot, truncate, write_bytes
+from clitools import assert_one_error_line, run, run_with_file_size_limit, snapshot, truncate, write_bytes
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar.checkpoint import RUN_MARKER
 from gluon_cifar.data import load_datasets, read_csv_labels, read_image, reorg_cifar10_data
@@ -196,16 +196,6 @@ def test_predict_refuses_missing_inputs(exported, tmp_path, what):
     result = run("predict", "--model", model, "--images", str(images), "--output", str(tmp_path / "s.csv"))
     assert_one_error_line(result, "exported model file not found" if what == "missing model" else "no images")
     assert not (tmp_path / "s.csv").exists()
-
-
-def run_with_file_size_limit(limit, module, *args):
-    """Run a command whose files may not grow past `limit` bytes: writes then fail with EFBIG, as on a full
-    disk (RLIMIT_FSIZE; Python ignores the SIGXFSZ that would otherwise kill the process)."""
-    script = ("import resource, runpy, sys; "
-              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-              f"sys.argv = {[module] + list(args)!r}; "
-              f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
 
 
 def test_predict_on_a_full_disk_keeps_the_previous_submission(exported, kaggle_dir):
