@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import logging
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
 MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
 OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
+POOL_MIN_IMAGES = 512  # below this, checking the images in this process is quicker than starting workers
 _IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
 MAX_IMAGE_ID = 2 ** 63 - 1  # ids travel through MXNet's int64 batches (a larger one breaks the batch)
 # The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
@@ -350,6 +352,29 @@ def _checked_source(path, reorg_dir, split, name):
     return resized
 
 
+def _checked_item(item):
+    path, reorg_dir, split, name = item
+    return name, _checked_source(path, reorg_dir, split, name)
+
+
+def checked_sources(files, reorg_dir, split, processes=None):
+    """[(name, file to place)] for the `source_files` of `split`, in order, each checked by `_checked_source`.
+
+    The images are decoded by `processes` worker processes (default: one per core this process may use,
+    or none below `POOL_MIN_IMAGES` images). The workers are forked, as DataLoader's are (MXNet restarts
+    its engine in a forked child); the first bad image in `files`' order stops the check with its one-line
+    InputError, raised here as in a single process.
+    """
+    items = [(path, reorg_dir, split, f"{image_id}{os.path.splitext(path)[1]}") for image_id, path, _ in files]
+    if processes is None:
+        processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
+    if processes <= 1:
+        return [_checked_item(item) for item in items]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
+        return list(pool.imap(_checked_item, items, chunksize=chunk))
+
+
 def _place(src, folder, name):
     os.makedirs(folder, exist_ok=True)
     _link_or_copy(src, os.path.join(folder, name))
@@ -379,9 +404,8 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir):
         raise InputError(f"class {shorten(repr(rarest), 80)} has only {n} image(s): too few to hold out "
                          f"{n_valid_per_label} for validation and still train on it")
     label_count = collections.Counter()
-    for image_id, path, _ in train_files:
-        label, name = labels[str(image_id)], f"{image_id}{os.path.splitext(path)[1]}"
-        path = _checked_source(path, reorg_dir, "train", name)
+    for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train")):
+        label = labels[str(image_id)]
         _place(path, os.path.join(reorg_dir, "train_valid", label), name)
         if label_count[label] < n_valid_per_label:
             _place(path, os.path.join(reorg_dir, "valid", label), name)
@@ -393,9 +417,8 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir):
 
 def reorg_test(test_files, reorg_dir):
     """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
-    for image_id, path, _ in test_files:
-        name = f"{image_id}{os.path.splitext(path)[1]}"
-        _place(_checked_source(path, reorg_dir, "test", name), os.path.join(reorg_dir, "test", "unknown"), name)
+    for name, path in checked_sources(test_files, reorg_dir, "test"):
+        _place(path, os.path.join(reorg_dir, "test", "unknown"), name)
 
 
 def unpack_archives(data_dir):

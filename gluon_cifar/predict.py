@@ -108,15 +108,21 @@ def build_parser():
     return parser
 
 
-def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, calib_size=512):
+def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, calib_size=512, tta="none"):
     """`predict_folder` for an export through `gluon_cifar.fastinfer`: fused FP32, or INT8 calibrated on
-    the first `calib_size` training images of `calib_dir`. Returns the ids."""
+    the first `calib_size` training images of `calib_dir`; with tta 'flip', each image and its mirror in
+    the same pass. Returns the ids."""
     from . import fastinfer
     calib = fastinfer.read_calibration_images(calib_dir, calib_size) if calib_dir else None
-    net, classes = fastinfer.load_fast(prefix, batch_size, calib)
-    ids, preds = fastinfer.predict_fast(net, image_dir, batch_size)
+    net, classes = fastinfer.load_fast(prefix, batch_size, calib, tta=tta)
+    ids, preds = fastinfer.predict_fast(net, image_dir, batch_size, tta=tta)
     write_submission(output, ids, preds, classes)
     return ids
+
+
+def fused_applies(ctx):
+    """Whether `predict_folder_fast`'s fused FP32 graph runs on `ctx`: a CPU context, an MXNet with MKLDNN."""
+    return ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN")
 
 
 @report_input_errors
@@ -142,12 +148,10 @@ def main(argv=None):
     if args.fast or args.int8:
         if args.probabilities:
             raise InputError("--probabilities is not available with --fast/--int8")
-        if args.tta != "none":
-            raise InputError("--tta is not available with --fast/--int8")
         if args.calib_size < 1:
             raise InputError("--calib-size must be at least 1")
         ids = predict_folder_fast(args.model, args.images, args.output, args.batch_size, args.int8,
-                                  args.calib_size)
+                                  args.calib_size, args.tta)
     else:
         net, classes = load_exported(args.model, mx.cpu())
         ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),

@@ -226,6 +226,10 @@ def test_strong_recipe_end_to_end_through_the_cli(tmp_path):
     submission = pd.read_csv(out / "submission.csv")
     assert submission["id"].tolist() == list(range(1, 8))
     assert set(submission["label"]) <= {"airplane", "automobile", "bird"}
+    # training's submission (the fused graph on CPU, with flip TTA) is the plain `predict --tta flip`'s
+    predict.main(["--model", str(out / "model"), "--images", os.path.join(kaggle, "test"),
+                  "--output", str(tmp_path / "plain.csv"), "--tta", "flip"])
+    assert submission.equals(pd.read_csv(tmp_path / "plain.csv"))
     with open(out / "config.json") as f:
         config = json.load(f)
     assert {k: config[k] for k in ("recipe", "augment", "lr_schedule", "lr", "warmup_frac", "label_smoothing",

@@ -183,6 +183,18 @@ def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(refere
     assert fused_classes == classes and fast_ids == ids and ours == chapter
 
 
+def test_fused_flip_tta_predicts_as_the_plain_flip_tta(reference_prefix, tiny_folder):
+    """Images and mirrors in one graph of twice the batch give `predict --tta flip`'s classes; 200 = 3 full
+    batches of 64 and a padded one."""
+    net, _ = load_exported(reference_prefix, mx.cpu())
+    ids, chapter = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
+    _, plain = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    fused, _ = fastinfer.load_fast(reference_prefix, 64, tta="flip")
+    fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64, tta="flip")
+    assert fast_ids == ids and ours == chapter
+    assert ours != plain  # the mirrors changed some predictions, so they were averaged in
+
+
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_200_images_it_was_not_calibrated_on(reference_prefix, tiny_folder):
     calib = fastinfer.read_calibration_images(str(tiny_folder / "calib"), 256)
@@ -196,7 +208,7 @@ def test_int8_agrees_with_fp32_on_200_images_it_was_not_calibrated_on(reference_
 def test_predict_int8_command_writes_the_submission(reference_prefix, tiny_folder, tmp_path):
     out = tmp_path / "submission.csv"
     result = run("predict", "--model", reference_prefix, "--images", TINY + "/test", "--output", out,
-                 "--int8", tiny_folder / "calib", "--calib-size", 64, "--batch-size", 4)
+                 "--int8", tiny_folder / "calib", "--calib-size", 64, "--batch-size", 4, "--tta", "flip")
     assert result.returncode == 0, result.stderr
     rows = out.read_text().splitlines()
     assert rows[0] == "id,label" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]

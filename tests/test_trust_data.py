@@ -14,7 +14,7 @@ import numpy as onp
 import pytest
 from PIL import Image
 
-from clitools import assert_one_error_line, command, wait_for
+from clitools import assert_one_error_line, command, truncate, wait_for
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar import data
 from gluon_cifar.errors import InputError
@@ -454,3 +454,47 @@ def test_a_truncated_png_is_named_even_after_gluoncv_made_pil_lenient(tmp_path):
     with pytest.raises(InputError, match="cannot decode image"):
         image_size(str(path))
     assert ImageFile.LOAD_TRUNCATED_IMAGES  # left as GluonCV set it
+
+
+# 7. The check spread over worker processes finds what one process finds
+
+BAD_IMAGES = {"truncated": truncate,
+              "a decompression bomb": lambda path: Image.new("1", (20000, 10000)).save(path),
+              "a float TIFF": lambda path: save_as(path, "TIFF", onp.zeros((32, 32), onp.float32)),
+              "a GIF": lambda path: save_as(path, "GIF", onp.zeros((32, 32, 3), onp.uint8))}
+
+
+@pytest.mark.parametrize("bad", BAD_IMAGES)
+def test_workers_refuse_the_first_bad_image_in_id_order_in_one_line(root, bad):
+    for image_id in (5, 3):  # a worker may meet 5 first: 3 is still the one named
+        BAD_IMAGES[bad](os.path.join(root, "train", f"{image_id}.png"))
+    files = data.source_files(root, "train", os.path.join(root, "r"))
+    with pytest.raises(InputError) as single:
+        data.checked_sources(files, os.path.join(root, "r"), "train", processes=1)
+    with pytest.raises(InputError) as pooled:
+        data.checked_sources(files, os.path.join(root, "r"), "train", processes=2)
+    assert str(pooled.value) == str(single.value)
+    assert str(pooled.value).startswith(os.path.join(root, "train", "3.png") + ":") and "\n" not in str(pooled.value)
+
+
+def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_path):
+    rng = onp.random.default_rng(4)
+    for image_id, (size, mode) in enumerate([(32, "L"), (32, "RGBA"), (32, "P"), (64, "RGB"), (24, "LA")], 1):
+        write_png(os.path.join(root, "train", f"{image_id}.png"), rng, size, mode)
+    files = data.source_files(root, "train", str(tmp_path / "one"))
+    single = data.checked_sources(files, str(tmp_path / "one"), "train", processes=1)
+    pooled = data.checked_sources(files, str(tmp_path / "two"), "train", processes=2)
+    assert [name for name, _ in pooled] == [name for name, _ in single] == [f"{i}.png" for i in range(1, 31)]
+    resized = [i for i, (_, path) in enumerate(pooled) if not path.startswith(os.path.join(root, "train"))]
+    assert resized == [3, 4]  # the 64 and 24 pixel images, as files of their own
+    for (_, one), (_, two) in zip(single, pooled):
+        with open(one, "rb") as a, open(two, "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_a_bad_image_found_by_a_worker_is_one_line_from_the_command(capfd, tiny_copy):
+    """1000 training images: over POOL_MIN_IMAGES, so the command's check runs in worker processes."""
+    assert len(os.listdir(os.path.join(tiny_copy, "train"))) >= data.POOL_MIN_IMAGES
+    BAD_IMAGES["truncated"](os.path.join(tiny_copy, "train", "700.png"))
+    line = refuse(capfd, tiny_copy)
+    assert os.path.join("train", "700.png") in line and "cannot decode image" in line
