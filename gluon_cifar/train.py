@@ -15,7 +15,7 @@ import sys
 
 from mxnet import npx
 
-from .atomic import read_json
+from .fs import read_json
 from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, check_finite, interrupted_message,
                          record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
