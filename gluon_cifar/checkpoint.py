@@ -279,15 +279,12 @@ def _apply_policy(output, resume, overwrite):
     checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
     epochs = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints) if _EPOCH_DIR.fullmatch(name)]
     best = os.path.join(output.checkpoints, BEST_DIRNAME)
-    fs.check_owned([os.path.join(output.path, name) for name in OUTPUT_FILES + (CONFIG_FILENAME, RUN_MARKER)],
-                   fs.Manifest(output.path), purpose)
+    replaced = OUTPUT_FILES + (RUN_MARKER,) + (() if resume else (CONFIG_FILENAME,))  # (resume: checked, then kept)
+    fs.check_owned([os.path.join(output.path, name) for name in replaced], fs.Manifest(output.path), purpose)
     fs.check_owned([best], fs.Manifest(output.checkpoints), purpose)
     if overwrite:
         remove_epochs(epochs, purpose)
         fs.remove_owned([best], fs.Manifest(output.checkpoints), purpose)
-    else:
-        for path in epochs:
-            fs.check_owned([path], fs.Manifest(path), "a newer checkpoint replaces it")
     fs.clean_stale_staging(output.path)
     fs.clean_stale_staging(output.checkpoints)
     if not resume:  # the outputs there (an --overwrite'n run's) are not this run's
