@@ -81,8 +81,9 @@ def staging_dir(path, marker=True):
     """A new staging folder beside `path` (after cleaning killed writers' ones), with the owner marker
     unless not `marker`: fill it, then rename it into place. Its manifest, inside it, names it."""
     parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
     clean_stale_staging(parent, name)
-    folder = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=staging_prefix(path),
+    folder = tempfile.mkdtemp(dir=parent, prefix=staging_prefix(path),
                               suffix=".tmp")
     manifest = Manifest(folder)
     manifest.record(folder, "root")
