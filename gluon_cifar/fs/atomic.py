@@ -62,11 +62,11 @@ def atomic_path(path, manifest=None, replace_any=False, note=None):
         clean_stale_staging(folder, os.path.basename(path), manifest)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=staging_prefix(path), suffix=".tmp")
         os.close(fd)
-        manifest.record(tmp, "staging")
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would hide outputs from other users
     except OSError as err:
         raise write_error(path, err) from None
     try:
+        manifest.record(tmp, "staging")
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would hide outputs from other users
         yield tmp
         publish(tmp, path, manifest, replace_any=True, note=note)
     except (OSError, MXNetError) as err:

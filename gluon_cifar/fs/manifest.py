@@ -10,6 +10,8 @@ package's only while it still has the identity recorded when it was written:
   source still has another name (removing one name of a file with others loses nothing);
 - a folder; a staging file (its inode and writer's pid); the manifest's own root folder (its inode).
 """
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -110,9 +112,17 @@ class Manifest:
         if self._fd is not None:
             os.write(self._fd, data)
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            os.write(fd, data)  # O_APPEND: writers of one folder never interleave within a line
+            fd, created = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            fd, created = os.open(self.path, os.O_WRONLY | os.O_APPEND), False
+        try:
+            if os.write(fd, data) != len(data):  # O_APPEND: writers of one folder never interleave within a line
+                raise OSError(errno.EFBIG, "File too large")  # (a file size limit cut the write short)
+        except OSError:
+            if created:  # (a full disk): leave no empty manifest behind
+                os.remove(self.path)
+            raise
         finally:
             os.close(fd)
 
@@ -121,8 +131,11 @@ class Manifest:
         self._write([{"path": self.rel(path), **(entry or identity(path, kind))}])
 
     def forget(self, *paths):
+        """Record that `paths` are gone. Best effort (a full disk): a line missing here names a file that is
+        no longer there, which nothing can mistake for its own."""
         if paths:
-            self._write([{"path": self.rel(path), "kind": "gone"} for path in paths])
+            with contextlib.suppress(OSError):
+                self._write([{"path": self.rel(path), "kind": "gone"} for path in paths])
 
     def __enter__(self):
         """Keep the manifest open for many records (a reorganisation's 60,000 links)."""
