@@ -84,6 +84,7 @@ def save_checkpoint(folder, net, trainer, history):
         raise write_error(final, err) from None
     manifest = fs.Manifest(staging)
     try:
+        manifest.expect(*(os.path.join(staging, name) for name in CHECKPOINT_FILES[:2]))
         net.save_parameters(os.path.join(staging, "net.params"))
         manifest.record(os.path.join(staging, "net.params"))
         trainer.save_states(os.path.join(staging, "trainer.states"))

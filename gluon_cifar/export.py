@@ -52,6 +52,7 @@ def export_model(net, prefix, classes):
         raise write_error(exported_files(prefix)["params"], err) from None
     staged = exported_files(os.path.join(staging, "model"))
     try:
+        fs.Manifest(staging).expect(staged["symbol"], staged["params"])
         try:
             net.export(os.path.join(staging, "model"))
         except mx.base.MXNetError as err:  # how MXNet reports a full disk

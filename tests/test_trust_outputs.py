@@ -303,7 +303,7 @@ def killed(script, *args):
                             timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr
     folder = os.path.dirname(str(args[0]))
-    return sorted(name for name in os.listdir(folder) if name.startswith((".export.", ".submission.csv.",
+    return sorted(name for name in os.listdir(folder) if name.startswith((".model.", ".submission.csv.",
                                                                            ".sub.csv.")))
 
 
@@ -313,11 +313,11 @@ def test_the_next_run_removes_what_killed_writes_left_and_nothing_else(run_copy,
     fs.write_json(str(run_copy / RUN_MARKER), {**marker, "written": []})  # stopped in its outputs stage
     killed(KILLED_EXPORT, run_copy / "model")
     left = killed(KILLED_WRITE, run_copy / "submission.csv")
-    assert [name.split(".")[1] for name in left] == ["export", "submission"]
+    assert [name.split(".")[1] for name in left] == ["model", "submission"]
     live = f".submission.csv.{os.getpid()}.abcdefgh.tmp"  # a writer that still runs: this process
     (run_copy / live).write_text("being written")
     mine = user_files(run_copy)
-    busy = f".export.{os.getpid()}.abcdefgh"  # staging folder of a running export
+    busy = f".model.{os.getpid()}.abcdefgh.tmp"  # staging folder of a running export
     os.makedirs(run_copy / busy)
     train.main(train_argv(data_dir, run_copy, "--resume"))
     remaining = set(os.listdir(run_copy))
@@ -500,7 +500,7 @@ def straight(data_dir, tmp_path_factory):
 
 
 STAGES = {
-    "export": lambda out: any(name.startswith(".export.") for name in os.listdir(out)),
+    "export": lambda out: any(name.startswith(".model.") for name in os.listdir(out)),
     "submission": lambda out: os.path.exists(out / "model-classes.json"),
 }
 

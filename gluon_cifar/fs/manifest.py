@@ -8,7 +8,9 @@ package's only while it still has the identity recorded when it was written:
 - a bigger file: its size and mtime (copies made with `cp -p`, `rsync -a` or `shutil.copytree` keep both);
 - a hard link to a source image (the reorganisation): its inode, and its size and mtime unless the
   source still has another name (removing one name of a file with others loses nothing);
-- a folder; a staging file (its inode and writer's pid); the manifest's own root folder (its inode).
+- a folder; a staging file (its inode and writer's pid); the manifest's own root folder (its inode);
+- 'pending': a name in a staging folder that a library (MXNet's savers) is about to write, recorded before
+  it writes, so that a writer killed mid-write leaves nothing the next command cannot clean.
 """
 import contextlib
 import errno
@@ -60,6 +62,8 @@ def matches(entry, path):
         same = stat.S_ISREG(info.st_mode)
     if kind in ("link", "staging", "root"):
         same = same and (info.st_ino, info.st_dev) == (entry.get("ino"), entry.get("dev"))
+    if kind == "pending":  # named before a library wrote it, in a staging folder of the package's
+        return same
     if kind == "link":
         return same and (info.st_nlink > 1 or (info.st_size, info.st_mtime_ns) == (entry["size"], entry["mtime_ns"]))
     if kind == "file":
@@ -129,6 +133,10 @@ class Manifest:
     def record(self, path, kind=None, entry=None):
         """Record what is at `path` now (or `entry`, an identity taken earlier) as written by the package."""
         self._write([{"path": self.rel(path), **(entry or identity(path, kind))}])
+
+    def expect(self, *paths):
+        """Record `paths` as about to be written by a library into a staging folder (kind 'pending')."""
+        self._write([{"path": self.rel(path), "kind": "pending"} for path in paths])
 
     def forget(self, *paths):
         """Record that `paths` are gone. Best effort (a full disk): a line missing here names a file that is
