@@ -2,22 +2,23 @@
 
 After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.states` (momentum and
 the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
-entry per finished epoch). The three are written into a hidden staging folder that is renamed into
-place in one step, so a checkpoint folder is either complete or absent; older epochs are then removed.
+entry per finished epoch). The three are written into a hidden staging folder (gluon_cifar.fs) that is
+renamed into place in one step, so a checkpoint folder is either complete or absent; older epochs are then
+removed. Each epoch folder's manifest lists its three files; only those are ever removed.
 The weights of the epoch with the best validation accuracy so far stay in `OUT/checkpoint/best/net.params`.
 `OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
 The output folder is the package's own: `OUT/.gluon_cifar-run` marks it and lists the outputs the run
 has finished writing (so `--resume` knows what is missing), and the run holds a lock on
 `OUT/.gluon_cifar-run.lock` while it uses the folder. A folder the package did not make is used only when
-empty; `--overwrite` removes only the files a run writes.
+empty; `--overwrite` and `--resume` replace or remove only the files the folder's manifests list
+(gluon_cifar.fs), checked before anything changes.
 
 Random state: MXNet cannot export its generator state, so instead every epoch starts from MXNet's,
 NumPy's (DataLoader shuffling) and Python's (random crops) generators seeded by `epoch_seed(seed,
 epoch)`; the epoch number in a checkpoint therefore fixes the random stream of the rest of the run.
 """
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,7 +32,8 @@ import mxnet as mx
 import numpy as onp
 from mxnet.base import MXNetError
 
-from .atomic import atomic_path, read_json, remove_stale_staging, write_error, write_json
+from . import fs
+from .fs import RUN_MARKER, atomic_path, read_json, write_error, write_json
 from .config import resume_conflict, saved_settings_problem
 from .errors import InputError
 from .errors import reason as _reason
@@ -43,11 +45,9 @@ CONFIG_FILENAME = "config.json"
 # what a finished run leaves in its folder, beside config.json and checkpoint/
 OUTPUT_FILES = ("metrics.csv", "metrics.json", "curves.png", "model-symbol.json", "model-0000.params",
                 "model-classes.json", "submission.csv")
-RUN_MARKER = ".gluon_cifar-run"
 LOCK_FILE = RUN_MARKER + ".lock"
 BEST_DIRNAME = "best"
 _EPOCH_DIR = re.compile(r"epoch-(\d+)")
-_STAGING_DIR = re.compile(r"\.epoch-\d+\.partial")  # a checkpoint being saved
 log = logging.getLogger("gluon_cifar")
 
 
@@ -78,34 +78,38 @@ def save_checkpoint(folder, net, trainer, history):
     """
     final = os.path.join(folder, f"epoch-{len(history):04d}")
     check_finite(net, len(history))
-    staging = os.path.join(folder, f".epoch-{len(history):04d}.partial")
     try:
-        remove_checkpoint_folder(staging)
-        os.makedirs(staging)
-        net.save_parameters(os.path.join(staging, "net.params"))
-        trainer.save_states(os.path.join(staging, "trainer.states"))
-        with open(os.path.join(staging, "history.json"), "w") as f:
-            json.dump(history, f, indent=1)
-        remove_checkpoint_folder(final)
-        os.rename(staging, final)
-    except (OSError, MXNetError) as err:
-        remove_checkpoint_folder(staging)
+        os.makedirs(folder, exist_ok=True)
+        staging = fs.staging_dir(final, marker=False)
+    except OSError as err:
         raise write_error(final, err) from None
-    for name in os.listdir(folder):  # older epochs and staging folders of interrupted saves
-        if (_EPOCH_DIR.fullmatch(name) or _STAGING_DIR.fullmatch(name)) and name != os.path.basename(final):
-            remove_checkpoint_folder(os.path.join(folder, name))
+    manifest = fs.Manifest(staging)
+    try:
+        manifest.expect(*(os.path.join(staging, name) for name in CHECKPOINT_FILES[:2]))
+        net.save_parameters(os.path.join(staging, "net.params"))
+        manifest.record(os.path.join(staging, "net.params"))
+        trainer.save_states(os.path.join(staging, "trainer.states"))
+        manifest.record(os.path.join(staging, "trainer.states"))
+        write_json(os.path.join(staging, "history.json"), history, manifest)
+        older = [os.path.join(folder, name) for name in os.listdir(folder) if _EPOCH_DIR.fullmatch(name)]
+        remove_epochs([path for path in older if path == final], "a checkpoint of this epoch is saved")
+        fs.rename_into_place(staging, final)
+    except (OSError, MXNetError) as err:
+        fs.record_tree(staging, manifest)  # what this save wrote into its new folder
+        fs.remove_owned([staging], manifest, "the staging folder of a failed save")
+        raise write_error(final, err) from None
+    remove_epochs([path for path in older if path != final], "older checkpoints are removed")
 
 
-def remove_checkpoint_folder(path):
-    """Remove the files a checkpoint holds, then the folder, unless something else is in it (not ours).
-    A link or a file under a checkpoint's name is not a folder a run made: left alone."""
-    if os.path.islink(path) or not os.path.isdir(path):
-        return
-    for name in CHECKPOINT_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(path, name))
-    with contextlib.suppress(FileNotFoundError, OSError):
-        os.rmdir(path)
+def remove_epochs(paths, purpose):
+    """Remove checkpoint folders, each by its own manifest: all of them, or none when one holds anything else."""
+    for path in paths:
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise InputError(f"{path} is not a checkpoint a run made (a link or a file): move it")
+    for path in paths:
+        fs.check_owned([path], fs.Manifest(path), purpose)
+    for path in paths:
+        fs.remove_owned([path], fs.Manifest(path), purpose)
 
 
 def read_history(path):
@@ -147,8 +151,9 @@ def _check_trainer_states(path, trainer):
 def save_best(folder, net):
     """Keep `net`'s weights as the run's best so far, in `folder/best/net.params` (written atomically).
     Which epoch that is, `history.json` of the checkpoint says (loop.best_epoch)."""
-    os.makedirs(os.path.join(folder, BEST_DIRNAME), exist_ok=True)
-    with atomic_path(best_params(folder)) as tmp:
+    manifest = fs.Manifest(folder)
+    fs.make_dirs(os.path.join(folder, BEST_DIRNAME), manifest)
+    with atomic_path(best_params(folder), manifest) as tmp:
         net.save_parameters(tmp)  # the devices' average, as the export
 
 
@@ -225,14 +230,9 @@ def use_output_dir(out, resume=False, overwrite=False):
     """
     _make_writable_folder(out)
     _refuse_foreign(out)
-    with open(os.path.join(out, LOCK_FILE), "a") as lock:  # created once, never written: a lock, no content
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{out} is in use by another run: wait for it to finish, or choose another "
-                             "--output-dir") from None
-        except OSError as err:
-            raise InputError(f"cannot lock {out} for this run: {err.strerror or err}") from None
+    with fs.locked(os.path.join(out, LOCK_FILE), busy=f"{out} is in use by another run: wait for it to finish, "
+                                                     "or choose another --output-dir",
+                   cannot=f"cannot lock {out} for this run"):
         _refuse_foreign(out)  # again, now that no other run can change it
         output = OutputDir(out)
         _apply_policy(output, resume, overwrite)
@@ -270,22 +270,19 @@ def _apply_policy(output, resume, overwrite):
         shown = ", ".join(([CHECKPOINT_DIRNAME] if has_checkpoint else []) + previous[:3])
         raise InputError(f"{output.path} already holds a run ({shown}): pass --resume to continue it, "
                          "--overwrite to replace it, or another --output-dir")
+    # What this run replaces or removes must be what runs wrote: checked now, before anything changes.
+    purpose = "--overwrite replaces it" if overwrite else "--resume replaces it"
     checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
-    kept = [name for name in checkpoints if _EPOCH_DIR.fullmatch(name) or name == BEST_DIRNAME]
-    stale = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints)
-             if _STAGING_DIR.fullmatch(name) or (overwrite and name in kept)]
-    for folder in (path for path in stale if os.path.basename(path) in kept):
-        if os.path.islink(folder) or not os.path.isdir(folder):
-            raise InputError(f"{folder} is not a checkpoint a run made (a link or a file): move it")
-        foreign = sorted(set(os.listdir(folder)) - set(CHECKPOINT_FILES))
-        if foreign:
-            raise InputError(f"{folder} holds files a run does not write ({', '.join(foreign[:3])}): move them "
-                             "elsewhere so that --overwrite can replace this checkpoint")
-    # Checked: now the changes. A staging folder holding something else keeps it.
-    for folder in stale:
-        remove_checkpoint_folder(folder)
-    for name in OUTPUT_FILES + (CONFIG_FILENAME, RUN_MARKER):
-        remove_stale_staging(os.path.join(output.path, name))
+    epochs = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints) if _EPOCH_DIR.fullmatch(name)]
+    best = os.path.join(output.checkpoints, BEST_DIRNAME)
+    replaced = OUTPUT_FILES + (RUN_MARKER,) + (() if resume else (CONFIG_FILENAME,))  # (resume: checked, then kept)
+    fs.check_owned([os.path.join(output.path, name) for name in replaced], fs.Manifest(output.path), purpose)
+    fs.check_owned([best], fs.Manifest(output.checkpoints), purpose)
+    if overwrite:
+        remove_epochs(epochs, purpose)
+        fs.remove_owned([best], fs.Manifest(output.checkpoints), purpose)
+    fs.clean_stale_staging(output.path)
+    fs.clean_stale_staging(output.checkpoints)
     if not resume:  # the outputs there (an --overwrite'n run's) are not this run's
         output.set_written([])
 

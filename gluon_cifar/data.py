@@ -5,14 +5,12 @@ read back with `ImageFolderDataset` + `transform_first` exactly as the chapter d
 """
 import collections
 import contextlib
-import fcntl
 import hashlib
 import logging
 import math
 import multiprocessing
 import os
 import re
-import shutil
 import stat
 import unicodedata
 import urllib.parse
@@ -24,7 +22,8 @@ from mxnet import gluon, image
 from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
-from .atomic import read_json, write_json
+from . import fs
+from .fs import OWNER_MARKER, RUN_MARKER, read_json, write_json
 from .errors import InputError, shorten
 from .fastdata import fast_loader
 from .images import CIFAR10_MEAN, CIFAR10_STD, IMAGE_SHAPE, read_image, read_original
@@ -34,14 +33,10 @@ REORG_DIRNAME = "train_valid_test"
 SPLITS = ("train", "valid", "train_valid")  # the labelled splits; test/unknown holds the test images
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
 MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
-OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
 POOL_MIN_IMAGES = 512  # below this, checking the images in this process is quicker than starting workers
 _IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
 MAX_IMAGE_ID = 2 ** 63 - 1  # ids travel through MXNet's int64 batches (a larger one breaks the batch)
-# The files a reorganisation holds (and their atomic_path staging names): markers, images, fastdata caches.
-_OUR_FILE = re.compile(r"\..+\.tmp|\.gluon_cifar|\.complete\.json|.+\.uint8\.npz|[0-9]+\.(png|jpe?g)",
-                       re.IGNORECASE)
 log = logging.getLogger("gluon_cifar")
 
 
@@ -189,6 +184,32 @@ def check_data_folder(data_dir):
         raise InputError(f"{data_dir}: {'not a folder' if os.path.exists(data_dir) else 'data folder not found'}")
 
 
+def check_output_file(path, what):
+    """Refuse `path` as a file to write (`what` names it, e.g. '--output') inside a data folder's `train/` or
+    `test/` (beside a trainLabels.csv), a folder of `<id>.png` images, a folder the package built (a
+    reorganisation, an unpacked sample) or a subfolder of a run's output folder: each would then hold a
+    file that is not its own, which stops every later run on it."""
+    folder = os.path.dirname(os.path.realpath(path))
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        image = next((e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                      and _IMAGE_ID.fullmatch(os.path.splitext(e.name)[0])), None)
+        if image:
+            raise InputError(f"{what} {path}: {folder} is a folder of images (such as {image}), where another file "
+                             "stops every run that reads it: write it elsewhere")
+    inside = folder
+    while True:
+        parent = os.path.dirname(inside)
+        if os.path.basename(inside) in ("train", "test") and os.path.isfile(os.path.join(parent, "trainLabels.csv")):
+            raise InputError(f"{what} {path} is inside the data folder's {inside}, where another file stops every "
+                             "run on that data: write it elsewhere")
+        if fs.is_marked(inside) or (inside != folder and os.path.isfile(os.path.join(inside, RUN_MARKER))):
+            raise InputError(f"{what} {path} is inside {inside}, a folder gluon_cifar builds and may rebuild: "
+                             "write it elsewhere")
+        if parent == inside:
+            return
+        inside = parent
+
+
 def check_run_folders(data_dir, reorg_dir, output_dir):
     """The checks a training run makes before any work: its output and reorganisation folders are kept
     apart from the data and from each other, and the reorganisation folder is one the package may fill."""
@@ -202,90 +223,36 @@ def check_run_folders(data_dir, reorg_dir, output_dir):
     check_reorg_target(reorg_dir)
 
 
-def _made_by_us(folder):
-    """Whether `folder` carries the package's marker (written first into every folder it builds)."""
-    return os.path.isfile(os.path.join(folder, OWNER_MARKER))
-
-
 def check_reorg_target(reorg_dir):
     """Refuse a reorganisation folder that exists and is neither empty nor the package's own."""
     if os.path.lexists(reorg_dir) and not os.path.isdir(reorg_dir):
         raise InputError(f"--reorg-dir {reorg_dir} exists and is not a folder")
-    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir) and not _made_by_us(reorg_dir):
+    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir) and not fs.is_marked(reorg_dir):
         raise InputError(f"--reorg-dir {reorg_dir} holds files and was not made by gluon_cifar "
                          f"(no {OWNER_MARKER} marker): give an empty or new folder")
 
 
-def check_removable(folder):
-    """Refuse to go on unless `folder` is one the package built and holds only files it writes (a rebuild
-    removes it; the user's notes put there must survive)."""
-    if not _made_by_us(folder):
-        raise InputError(f"{folder} is in the way and was not made by gluon_cifar: move it away")
-    for root, _, names in os.walk(folder):
-        stranger = next((name for name in names if not _OUR_FILE.fullmatch(name)), None)
-        if stranger:
-            raise InputError(f"{os.path.join(root, stranger)}: gluon_cifar did not write this file; move it "
-                             f"out of {folder} (which gluon_cifar rebuilds) and run again")
-
-
-def remove_ours(folder):
-    """Remove `folder` if it exists, after `check_removable`: never a folder or file the package did not make."""
-    if os.path.lexists(folder):
-        check_removable(folder)
-        shutil.rmtree(folder)
-
-
 @contextlib.contextmanager
-def unpacking_folder(staging):
-    """A new folder, marked as the package's, to unpack into before renaming the result into place.
-
-    One left by a killed unpack (marked) is removed first; a folder of that name the package did not make
-    is refused. The folder is removed when the block ends, unless it was renamed away.
-    """
-    if os.path.lexists(staging):
-        if not _made_by_us(staging):
-            raise InputError(f"{staging} is in the way and was not made by gluon_cifar: move it away")
-        shutil.rmtree(staging)
-    os.makedirs(staging)
-    write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
+def unpacking_folder(folder):
+    """A new staging folder beside `folder` (gluon_cifar.fs: marked, named with this process's id) to unpack
+    into, then rename the result to `folder`. The staging folder is removed when the block ends."""
+    staging = fs.staging_dir(folder)
     try:
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        manifest = fs.Manifest(staging)
+        fs.record_tree(staging, manifest)  # what this process unpacked into its new folder, and did not move out
+        fs.remove_owned([staging], manifest, "the staging folder of an unpack")
 
 
 # Reorganisation into class folders
 
-def _sibling(reorg_dir, what):
-    """The hidden `.<name>.<what>` beside `reorg_dir`: its lock file, staging and retired folders."""
+def _lock_file(reorg_dir, what):
+    """The lock file `.<reorg name>.<what>` beside `reorg_dir`, created if missing."""
     parent, name = os.path.split(os.path.abspath(reorg_dir))
-    return os.path.join(parent, f".{name}.{what}")
-
-
-def _open_lock_file(reorg_dir, what):
-    """A descriptor of the lock file `.<reorg name>.<what>` beside `reorg_dir`, created if missing."""
-    path = _sibling(reorg_dir, what)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as err:
-        raise InputError(f"cannot write to {os.path.dirname(path)} ({err.strerror}), where the reorganised "
-                         "folders go: pass --reorg-dir with a folder you can write to") from None
-
-
-@contextlib.contextmanager
-def exclusive_lock(reorg_dir):
-    """Hold an exclusive lock on `reorg_dir`'s lock file (created beside it), waiting for another run's."""
-    fd = _open_lock_file(reorg_dir, "lock")
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another run's reorganisation of %s", reorg_dir)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return fs.FileLock(os.path.join(parent, f".{name}.{what}"),
+                       cannot=f"cannot write to {parent}, where the reorganised folders go: pass --reorg-dir with "
+                              "a folder you can write to")
 
 
 def source_files(data_dir, split, reorg_dir):
@@ -324,30 +291,17 @@ def source_stamp(csv_path, valid_ratio, train, test):
             "sources_sha256": identities.hexdigest(), "num_train": len(train), "num_test": len(test)}
 
 
-def _link_or_copy(src, dst):
-    """Hard-link `src` to `dst` (copy where links are impossible, e.g. across file systems)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        try:
-            shutil.copyfile(src, dst)
-        except OSError as err:
-            raise InputError(f"cannot write {dst}: {err.strerror or err} (disk full? links to the data are "
-                             "impossible there, so the images are copied)") from None
-
-
 def _checked_source(path, reorg_dir, split, name):
     """Decode `path` fully, as training will, so a bad image stops the run here and not hours into training.
 
     Returns the file to place: `path` itself, or for a size other than 32x32 the 32x32 PNG that
-    `read_image` (the prediction path) makes of it, so training, validation and prediction all see
-    the same pixels.
+    `read_image` (the prediction path) makes of it in `.resized/<split>/` (made by `checked_sources`),
+    so training, validation and prediction all see the same pixels.
     """
     img = read_original(path)
     if img.shape[:2] == IMAGE_SHAPE[:2]:
         return path
     resized = os.path.join(reorg_dir, ".resized", split, name)
-    os.makedirs(os.path.dirname(resized), exist_ok=True)
     Image.fromarray(image.imresize(img, *IMAGE_SHAPE[:2]).asnumpy()).save(resized, format="PNG")
     return resized
 
@@ -357,37 +311,46 @@ def _checked_item(item):
     return name, _checked_source(path, reorg_dir, split, name)
 
 
-def checked_sources(files, reorg_dir, split, processes=None):
+def checked_sources(files, reorg_dir, split, manifest, processes=None):
     """[(name, file to place)] for the `source_files` of `split`, in order, each checked by `_checked_source`.
 
     The images are decoded by `processes` worker processes (default: one per core this process may use,
     or none below `POOL_MIN_IMAGES` images). The workers are forked, as DataLoader's are (MXNet restarts
     its engine in a forked child); the first bad image in `files`' order stops the check with its one-line
-    InputError, raised here as in a single process.
+    InputError, raised here as in a single process. The workers only write resized copies; this process
+    records them in `manifest`.
     """
     items = [(path, reorg_dir, split, f"{image_id}{os.path.splitext(path)[1]}") for image_id, path, _ in files]
+    fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
     if processes is None:
         processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
     if processes <= 1:
-        return [_checked_item(item) for item in items]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
-        return list(pool.imap(_checked_item, items, chunksize=chunk))
+        checked = [_checked_item(item) for item in items]
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
+            checked = list(pool.imap(_checked_item, items, chunksize=chunk))
+    for (path, *_), (_, placed) in zip(items, checked):
+        if placed != path:
+            manifest.record(placed)
+    return checked
 
 
-def _place(src, folder, name):
-    os.makedirs(folder, exist_ok=True)
-    _link_or_copy(src, os.path.join(folder, name))
+def _place(src, folder, name, manifest):
+    fs.make_dirs(folder, manifest)
+    fs.link_or_copy(src, os.path.join(folder, name), manifest)
 
 
-def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir):
+def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None):
     """Split the training images (`source_files` of `train/`) into class folders under `reorg_dir`, as the
     chapter does.
 
     n is the image count of the rarest class; the first max(1, floor(n * valid_ratio)) images of each
     class (in numeric id order, so the split never depends on listing order) go to `valid/`, the rest
     to `train/`, and every image to `train_valid/`. Returns the number of validation images per class.
+    Each file placed is recorded in `manifest` (default: `reorg_dir`'s).
     """
+    manifest = manifest or fs.Manifest(reorg_dir)
     if not 0 < valid_ratio < 1:
         raise InputError(f"valid ratio must be between 0 and 1 (exclusive), got {valid_ratio}")
     unlabelled = [path for image_id, path, _ in train_files if str(image_id) not in labels]
@@ -404,21 +367,22 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir):
         raise InputError(f"class {shorten(repr(rarest), 80)} has only {n} image(s): too few to hold out "
                          f"{n_valid_per_label} for validation and still train on it")
     label_count = collections.Counter()
-    for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train")):
+    for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train", manifest)):
         label = labels[str(image_id)]
-        _place(path, os.path.join(reorg_dir, "train_valid", label), name)
+        _place(path, os.path.join(reorg_dir, "train_valid", label), name, manifest)
         if label_count[label] < n_valid_per_label:
-            _place(path, os.path.join(reorg_dir, "valid", label), name)
+            _place(path, os.path.join(reorg_dir, "valid", label), name, manifest)
             label_count[label] += 1
         else:
-            _place(path, os.path.join(reorg_dir, "train", label), name)
+            _place(path, os.path.join(reorg_dir, "train", label), name, manifest)
     return n_valid_per_label
 
 
-def reorg_test(test_files, reorg_dir):
+def reorg_test(test_files, reorg_dir, manifest=None):
     """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
-    for name, path in checked_sources(test_files, reorg_dir, "test"):
-        _place(path, os.path.join(reorg_dir, "test", "unknown"), name)
+    manifest = manifest or fs.Manifest(reorg_dir)
+    for name, path in checked_sources(test_files, reorg_dir, "test", manifest):
+        _place(path, os.path.join(reorg_dir, "test", "unknown"), name, manifest)
 
 
 def unpack_archives(data_dir):
@@ -430,42 +394,36 @@ def unpack_archives(data_dir):
         import py7zr  # only needed for the competition download
         log.info("unpacking %s (%.0f MB, once; the two archives of 60,000 images took 55 s on 2 cores)", archive,
                  os.path.getsize(archive) / 1e6)
-        with unpacking_folder(os.path.join(data_dir, f".{split}.unpacking")) as staging:
+        with unpacking_folder(folder) as staging:
             try:
                 with py7zr.SevenZipFile(archive) as z:
                     z.extractall(staging)
             except (py7zr.exceptions.Bad7zFile, OSError) as err:
                 raise InputError(f"{archive}: cannot unpack ({err})") from None
-            os.rename(os.path.join(staging, split), folder)
+            fs.rename_into_place(os.path.join(staging, split), folder)  # the user's data from now on
 
 
 def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
     """Build the reorganisation in a staging folder beside `reorg_dir` and publish it by renaming.
 
-    The completion marker is written last, so a folder without it is never taken for a finished one;
-    the staging folder of a run killed half way is removed by the next run.
+    The completion marker is written last, so a folder without it is never taken for a finished one.
+    Every file placed is recorded in the folder's manifest (gluon_cifar.fs), which alone decides what a
+    rebuild may remove: checked before any work, so a file of the user's stops the rebuild untouched.
     """
-    staging, retired = _sibling(reorg_dir, "partial"), _sibling(reorg_dir, "old")
-    replaced = os.path.isdir(reorg_dir) and os.listdir(reorg_dir)
-    if replaced:
-        check_removable(reorg_dir)  # before any work: an older split, with nothing of the user's in it
-    remove_ours(staging)
-    remove_ours(retired)
-    os.makedirs(staging)
-    write_json(os.path.join(staging, OWNER_MARKER), {"made_by": "gluon_cifar"})
+    purpose = f"{reorg_dir} is rebuilt"
+    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir):
+        fs.check_owned([reorg_dir], fs.Manifest(reorg_dir), purpose)
+    staging = fs.staging_dir(reorg_dir)
+    manifest = fs.Manifest(staging)
     try:
-        reorg_train_valid(train, labels, valid_ratio, staging)
-        reorg_test(test, staging)
+        with manifest:
+            reorg_train_valid(train, labels, valid_ratio, staging, manifest)
+            reorg_test(test, staging, manifest)
         write_json(os.path.join(staging, COMPLETE_MARKER), stamp)
     except BaseException:
-        remove_ours(staging)
+        fs.remove_owned([staging], manifest, "the staging folder of a failed build")
         raise
-    if replaced:
-        os.rename(reorg_dir, retired)
-    elif os.path.isdir(reorg_dir):
-        os.rmdir(reorg_dir)  # an empty folder the user made for us
-    os.rename(staging, reorg_dir)
-    remove_ours(retired)
+    fs.replace_folder(staging, reorg_dir, purpose)
 
 
 def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
@@ -488,9 +446,11 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None):
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     check_output_location(data_dir, reorg_dir, "the reorganisation folder")
     check_reorg_target(reorg_dir)
-    in_use = _open_lock_file(reorg_dir, "in-use")  # shared by the runs using it; exclusive to rebuild it
+    in_use = _lock_file(reorg_dir, "in-use")  # shared by the runs using it; exclusive to rebuild it
     try:
-        with exclusive_lock(reorg_dir):
+        build = _lock_file(reorg_dir, "lock")
+        build.take(waiting=f"waiting for another run's reorganisation of {reorg_dir}")
+        try:
             unpack_archives(data_dir)
             csv_path = os.path.join(data_dir, "trainLabels.csv")
             labels = read_csv_labels(csv_path)
@@ -500,20 +460,19 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None):
             stamp = source_stamp(csv_path, valid_ratio, train, test)
             if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
                 check_reorg_target(reorg_dir)  # again, under the lock
-                try:
-                    fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise InputError(f"{reorg_dir} is in use by a run training on it, and was built from other "
-                                     "labels, images or --valid-ratio: rebuilding it now would change that run's "
-                                     "data; wait for it to end, or give this run its own --reorg-dir") from None
+                in_use.take(busy=f"{reorg_dir} is in use by a run training on it, and was built from other "
+                                 "labels, images or --valid-ratio: rebuilding it now would change that run's "
+                                 "data; wait for it to end, or give this run its own --reorg-dir")
                 log.info("reorganising %d training and %d test images into class folders in %s (hard links; "
                          "every image decoded once to catch damaged files; done once, reused by later runs)",
                          len(train), len(test), reorg_dir)
                 _build(train, test, labels, valid_ratio, stamp, reorg_dir)
-            fcntl.flock(in_use, fcntl.LOCK_SH)  # under the build lock: no rebuild can come in between
+            in_use.take(shared=True)  # under the build lock: no rebuild can come in between
+        finally:
+            build.close()
         yield reorg_dir
     finally:
-        os.close(in_use)
+        in_use.close()
 
 
 # The demo set
@@ -572,11 +531,13 @@ def download_demo(cache_dir=DEFAULT_CACHE_DIR):
         raise InputError(f"cannot write the demo set into {cache_dir}: {err.strerror or err}") from None
     with open(zip_path, "rb") as f:
         if hashlib.sha1(f.read()).hexdigest() != sha1:
-            os.remove(zip_path)
+            cache = fs.Manifest(cache_dir)  # d2l.download has just written it: a cached file of this SHA-1 is kept
+            cache.record(zip_path)
+            fs.remove_owned([zip_path], cache, "a download with the wrong SHA-1")
             raise DownloadError(f"the demo set downloaded from {url} has the wrong SHA-1 (removed)")
-    with unpacking_folder(folder + ".unpacking") as staging, zipfile.ZipFile(zip_path) as z:
+    with unpacking_folder(folder) as staging, zipfile.ZipFile(zip_path) as z:
         z.extractall(staging)
-        os.rename(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
+        fs.rename_into_place(os.path.join(staging, "kaggle_cifar10_tiny"), folder)
     return folder
 
 
@@ -598,11 +559,16 @@ def bundled_sample(cache_dir=DEFAULT_CACHE_DIR):
         raise InputError(f"{folder}: exists but is not the bundled sample this package unpacked; "
                          "move it away or choose another --cache-dir")
     try:
-        with unpacking_folder(folder + ".unpacking") as staging, zipfile.ZipFile(BUNDLED_SAMPLE) as z:
-            z.extractall(staging)
-            write_json(os.path.join(staging, _SAMPLE_STAMP), stamp)
-            shutil.rmtree(folder, ignore_errors=True)  # an older package's sample, unpacked by us
-            os.rename(staging, folder)
+        staging = fs.staging_dir(folder)
+        try:
+            with zipfile.ZipFile(BUNDLED_SAMPLE) as z:
+                z.extractall(staging)
+            fs.record_tree(staging, fs.Manifest(staging))
+            write_json(os.path.join(staging, _SAMPLE_STAMP), stamp, fs.Manifest(staging))
+        except BaseException:
+            fs.remove_owned([staging], fs.Manifest(staging), "the staging folder of an unpack")
+            raise
+        fs.replace_folder(staging, folder, "an older sample is replaced")  # only the files an unpack wrote
     except OSError as err:
         raise InputError(f"cannot unpack the bundled sample into {folder}: {err.strerror or err}") from None
     return folder

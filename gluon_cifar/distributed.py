@@ -13,7 +13,6 @@ and schedule per update are one process's, and each worker holds the whole optim
 checkpoints like one process does.
 """
 import contextlib
-import fcntl
 import hashlib
 import os
 
@@ -22,6 +21,7 @@ from mxnet import gluon
 
 
 from .errors import InputError
+from .fs import locked
 
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync")
 
@@ -123,10 +123,5 @@ def one_worker_at_a_time(kvstore, folder):
     if not is_distributed(kvstore):
         yield
         return
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "prepare.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(os.path.join(folder, "prepare.lock")):
+        yield

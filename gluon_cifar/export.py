@@ -15,7 +15,6 @@ if __name__ == "__main__":  # before MXNet loads: signals, the environment it re
 import json
 import os
 import sys
-import tempfile
 import warnings
 
 import mxnet as mx
@@ -23,7 +22,9 @@ import numpy as onp
 from mxnet import gluon, npx
 
 from . import numpy_compat
-from .atomic import atomic_path, check_not_an_input, stale_staging, write_error, write_json
+from . import fs
+from .fs import atomic_path, check_not_an_input, write_error, write_json
+from .data import check_output_file
 from .errors import ArgumentParser, InputError, reason, report_input_errors, shorten
 from .images import INPUT_SHAPE
 from .runtime import check_mxnet_environment
@@ -48,45 +49,27 @@ def export_model(net, prefix, classes):
     device = next(iter(net.collect_params().values())).list_ctx()[0]
     net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=device))
     folder = os.path.dirname(os.path.abspath(prefix))
-    remove_stale_exports(folder)
+    manifest = fs.Manifest(folder)
+    fs.check_owned(exported_files(prefix).values(), manifest, "the export replaces it")
     try:
-        staging = tempfile.mkdtemp(dir=folder, prefix=f"{EXPORT_STAGING}{os.getpid()}.")
+        staging = fs.staging_dir(prefix, marker=False)
     except OSError as err:
         raise write_error(exported_files(prefix)["params"], err) from None
+    staged = exported_files(os.path.join(staging, "model"))
     try:
+        fs.Manifest(staging).expect(staged["symbol"], staged["params"])
         try:
             net.export(os.path.join(staging, "model"))
         except mx.base.MXNetError as err:  # how MXNet reports a full disk
             raise write_error(exported_files(prefix)["params"], err) from None
-        staged = exported_files(os.path.join(staging, "model"))
         for role, path in exported_files(prefix).items():
             if role == "classes":
-                write_json(path, list(classes))
+                write_json(path, list(classes), manifest)
             else:
-                os.replace(staged[role], path)
+                fs.publish(staged[role], path, manifest)
     finally:
-        _remove_staging(staging)
-
-
-EXPORT_STAGING = ".export."  # + the writer's process id and 8 random characters
-
-
-def _remove_staging(staging):
-    """Remove an export's staging folder: the files an export writes there, then the folder if that empties it."""
-    for path in exported_files(os.path.join(staging, "model")).values():
-        if os.path.lexists(path):
-            os.remove(path)
-    try:
-        os.rmdir(staging)
-    except OSError:
-        pass  # it holds something an export never writes: not ours to remove
-
-
-def remove_stale_exports(folder):
-    """Remove the staging folders of killed exports into `folder` (see gluon_cifar.atomic)."""
-    for entry in stale_staging(folder, EXPORT_STAGING):
-        if entry.is_dir(follow_symlinks=False):
-            _remove_staging(entry.path)
+        fs.record_tree(staging, fs.Manifest(staging))  # what this export wrote into its new folder
+        fs.remove_owned([staging], fs.Manifest(staging), "the staging folder of an export")
 
 
 def existing_exported_files(prefix):
@@ -258,8 +241,17 @@ def export_onnx(prefix, output):
     classes_file = os.path.splitext(output)[0] + "-classes.json"
     check_not_an_input(output, files.values())
     check_not_an_input(classes_file, (files["symbol"], files["params"]))
+    check_output_file(output, "--onnx")
+    # The class names beside NAME.onnx: the same list already there is kept (the model's own file, by default);
+    # another is replaced only where an earlier conversion to this NAME.onnx wrote it.
+    note = f"classes of {os.path.basename(output)}"
+    keep = os.path.isfile(classes_file) and _classes_in(classes_file) == classes
+    if not keep:
+        fs.check_owned([classes_file], fs.Manifest(os.path.dirname(os.path.abspath(classes_file))),
+                       f"it is not the class list of an earlier conversion to {output}, maybe another model's; "
+                       "choose another --onnx name", note)
     sym, params = onnx_symbol(files["symbol"]), load_params(files["params"])
-    with atomic_path(output) as tmp:
+    with atomic_path(output, replace_any=True) as tmp:  # the file the user named
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's use of onnx.mapping
@@ -272,9 +264,17 @@ def export_onnx(prefix, output):
         finish_onnx_graph(model.graph, len(classes))
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-    if not (os.path.exists(classes_file) and os.path.samefile(classes_file, files["classes"])):
-        write_json(classes_file, classes)  # (the default FILE's class names are the model's own file)
+    if not keep:
+        write_json(classes_file, classes, note=note)
     return classes_file
+
+
+def _classes_in(path):
+    """The class names in `path`, or None where it holds no class list."""
+    try:
+        return read_classes(path)
+    except (InputError, OSError):
+        return None
 
 
 def build_parser():

@@ -15,7 +15,7 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from .atomic import atomic_path
+from .fs import atomic_path
 from .images import IMAGE_SHAPE, decode_batch, normalize, prefetch
 
 RESIZE = 40               # transforms.Resize(40)

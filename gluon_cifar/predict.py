@@ -14,8 +14,8 @@ import numpy as onp
 import pandas as pd
 from mxnet import gluon, np, npx
 
-from .atomic import atomic_path, check_not_an_input
-from .data import ImageFilesDataset, check_num_workers, test_transform
+from .fs import atomic_path, check_not_an_input
+from .data import ImageFilesDataset, check_num_workers, check_output_file, test_transform
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import exported_files, load_exported
 from .recipes import TTA_MODES
@@ -48,7 +48,7 @@ def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none", probabilit
 def write_submission(path, ids, preds, classes):
     """Write Kaggle's `id,label` CSV, mapping each class index to its name through `classes` (synsets)."""
     table = pd.DataFrame({"id": ids, "label": [classes[p] for p in preds]})
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace_any=True) as tmp:  # a file the user named
         table.to_csv(tmp, index=False)
 
 
@@ -65,7 +65,7 @@ def write_probabilities(path, ids, probs, classes, topk=None):
     else:
         for i, name in enumerate(classes):
             table[name] = probs[:, i]
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace_any=True) as tmp:  # a file the user named
         table.to_csv(tmp, index=False, float_format="%.6g")
 
 
@@ -136,11 +136,11 @@ def main(argv=None):
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     check_num_workers(args.num_workers)
-    check_not_an_input(args.output, exported_files(args.model).values(),
-                       [folder for folder in (args.images, args.int8) if folder])
-    if args.probabilities:
-        check_not_an_input(args.probabilities, exported_files(args.model).values(),
-                           [folder for folder in (args.images, args.int8) if folder])
+    for flag, output in (("--output", args.output), ("--probabilities", args.probabilities)):
+        if output:
+            check_not_an_input(output, exported_files(args.model).values(),
+                               [folder for folder in (args.images, args.int8) if folder])
+            check_output_file(output, flag)
     if args.topk is not None and (args.topk < 1 or not args.probabilities):
         raise InputError("--topk needs --probabilities FILE and must be at least 1")
     if args.probabilities and os.path.abspath(args.probabilities) == os.path.abspath(args.output):

@@ -113,7 +113,7 @@ def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, 
 
 
 def test_outputs_get_ordinary_file_permissions(tmp_path):
-    from gluon_cifar.atomic import write_json
+    from gluon_cifar.fs import write_json
     old = os.umask(0o022)
     try:
         write_json(str(tmp_path / "a.json"), {"x": 1})

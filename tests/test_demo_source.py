@@ -15,7 +15,7 @@ import pytest
 
 from clitools import snapshot
 from conftest import CLASSES, TINY
-from gluon_cifar import data
+from gluon_cifar import data, fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.train import main
 
@@ -82,7 +82,8 @@ def test_a_download_with_the_wrong_sha1_is_removed_and_the_sample_used(tmp_path,
         server.shutdown()
     assert folder == str(tmp_path / "cache" / "demo_sample")
     assert any("wrong SHA-1" in r.getMessage() and "bundled" in r.getMessage() for r in caplog.records)
-    assert os.listdir(tmp_path / "cache") == ["demo_sample"]  # the bad download removed, nothing else
+    # the bad download removed by the cache's manifest, which d2l's write was recorded in; nothing else
+    assert sorted(os.listdir(tmp_path / "cache")) == [fs.MANIFEST, "demo_sample"]
     assert sorted(os.listdir(tmp_path)) == ["cache", "www"] and os.listdir(www) == ["kaggle_cifar10_tiny.zip"]
 
 
@@ -107,11 +108,20 @@ def test_the_bundled_sample_is_real_cifar10_in_the_kaggle_layout(tmp_path):
                 assert ours.read() == theirs.read(), (split, image_id)
 
 
+KILLED_UNPACK = """
+import os, signal, sys
+from gluon_cifar import fs
+staging = fs.staging_dir(sys.argv[1])
+fs.make_dirs(os.path.join(staging, "train"), fs.Manifest(staging))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
     (tmp_path / "beside.txt").write_text("not ours")
     cache = tmp_path / "cache"
-    (cache / "demo_sample.unpacking" / "train").mkdir(parents=True)  # an unpack killed half way
-    data.write_json(os.path.join(cache, "demo_sample.unpacking", data.OWNER_MARKER), {"made_by": "gluon_cifar"})
+    subprocess.run([sys.executable, "-c", KILLED_UNPACK, str(cache / "demo_sample")])  # an unpack killed half way
+    assert len(os.listdir(cache)) == 1
     folder = data.bundled_sample(str(cache))
     assert sorted(os.listdir(tmp_path)) == ["beside.txt", "cache"]
     assert os.listdir(cache) == ["demo_sample"]
@@ -121,13 +131,14 @@ def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
     assert snapshot(folder, skip=()) == before and (cache / "demo_sample" / "train_valid_test").is_dir()
 
 
-def test_an_unpacking_folder_the_package_did_not_make_is_kept(tmp_path):
-    staging = tmp_path / "cache" / "demo_sample.unpacking"
+@pytest.mark.parametrize("name", ["demo_sample.unpacking", ".demo_sample.99999999.abcdefgh.tmp"])
+def test_an_unpacking_folder_the_package_did_not_make_is_kept(tmp_path, name):
+    staging = tmp_path / "cache" / name
     staging.mkdir(parents=True)
     (staging / "draft.txt").write_text("mine")
-    with pytest.raises(InputError, match="not made by gluon_cifar"):
-        data.bundled_sample(str(tmp_path / "cache"))
-    assert os.listdir(tmp_path / "cache") == ["demo_sample.unpacking"] and os.listdir(staging) == ["draft.txt"]
+    data.bundled_sample(str(tmp_path / "cache"))
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted([name, "demo_sample"])
+    assert os.listdir(staging) == ["draft.txt"]
 
 
 def test_an_older_unpack_is_replaced_and_a_foreign_folder_refused(tmp_path):

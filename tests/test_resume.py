@@ -18,6 +18,7 @@ import pytest
 
 from clitools import assert_one_error_line, command, run, snapshot, wait_for
 from conftest import make_kaggle_dir, write_png
+from gluon_cifar import fs
 from gluon_cifar.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gluon_cifar.data import reorg_cifar10_data
 from gluon_cifar.errors import report_input_errors
@@ -180,6 +181,19 @@ def test_sigterm_to_the_process_group_stops_like_ctrl_c(odd_kaggle_dir, tmp_path
     assert latest_checkpoint(str(out / "checkpoint")) in last and "--resume" in last
 
 
+KILLED_SAVE = """
+import os, signal, sys
+from gluon_cifar import fs
+staging = fs.staging_dir(os.path.join(sys.argv[1], "epoch-0002"), marker=False)
+with open(os.path.join(sys.argv[1], "epoch-0001", "net.params"), "rb") as f:
+    half = f.read()[:100]
+with open(os.path.join(staging, "net.params"), "wb") as f:
+    f.write(half)
+fs.Manifest(staging).record(os.path.join(staging, "net.params"))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_a_checkpoint_is_complete_or_absent(tmp_path):
     """A save cut short leaves only a hidden staging folder: never loaded, removed by the next save."""
     net = gluon.nn.HybridSequential()
@@ -193,12 +207,9 @@ def test_a_checkpoint_is_complete_or_absent(tmp_path):
     folder = str(tmp_path / "checkpoint")
     save_checkpoint(folder, net, trainer, [{"epoch": 1}])
     saved = net[0].weight.data().asnumpy()
-    staging = os.path.join(folder, ".epoch-0002.partial")
-    os.makedirs(staging)
-    with open(os.path.join(folder, "epoch-0001", "net.params"), "rb") as f:
-        half = f.read()[:100]
-    with open(os.path.join(staging, "net.params"), "wb") as f:
-        f.write(half)
+    # a save of epoch 2 killed half way, by the package's own calls in a process that then died
+    subprocess.run([sys.executable, "-c", KILLED_SAVE, folder])
+    assert len([name for name in os.listdir(folder) if name.startswith(".epoch-0002.")]) == 1
     net[0].weight.set_data(mx.np.zeros_like(net[0].weight.data()))
 
     assert load_checkpoint(folder, net, trainer) == [{"epoch": 1}]
@@ -214,7 +225,11 @@ def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
     script = f"from gluon_cifar.data import reorg_cifar10_data; reorg_cifar10_data({data!r}, 0.1)"
     proc = subprocess.Popen([sys.executable, "-c", script])
     # The first class folder appears with the first image; 2,100 images remain to be placed.
-    wait_for(os.path.join(data, ".train_valid_test.partial", "train_valid"), proc)
+    wait_for(os.path.join(data, ".train_valid_test.lock"), proc)  # created before the staging folder
+    while not (staging := [n for n in os.listdir(data) if n.startswith(f".train_valid_test.{proc.pid}.")]):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)  # polling for the folder to appear, as wait_for does
+    wait_for(os.path.join(data, staging[0], "train_valid"), proc)
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     assert not os.path.exists(reorg), "a partial reorganisation must never take the final name"
@@ -224,22 +239,29 @@ def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
     assert snapshot(data) == sources
 
 
-def test_reorg_repairs_a_partial_folder_with_a_half_written_and_a_missing_file(kaggle_dir):
+@pytest.mark.parametrize("damage", ["a missing file", "a missing and a rewritten file"])
+def test_reorg_after_a_killed_build_removes_its_staging_by_its_manifest(kaggle_dir, damage):
+    """The staging folder a killed build (pid 99999999: no longer running) left goes, file by file as its
+    manifest lists them; a file no manifest lists (rewritten since) keeps all of it where it is, with a
+    warning. Either way the new build is complete."""
     sources = snapshot(kaggle_dir)
     reorg = reorg_cifar10_data(kaggle_dir, 0.2)
-    partial = os.path.join(kaggle_dir, ".train_valid_test.partial")
+    partial = os.path.join(kaggle_dir, ".train_valid_test.99999999.abcdefgh.tmp")
     os.remove(os.path.join(reorg, ".complete.json"))
-    os.rename(reorg, partial)  # as an interrupted run leaves it
+    os.rename(reorg, partial)  # as an interrupted run leaves it (its manifest names it: a rename keeps the inode)
     class_dir = os.path.join(partial, "train_valid", "airplane")
     half, missing = sorted(os.listdir(class_dir))[:2]
-    data = open(os.path.join(class_dir, half), "rb").read()
-    os.remove(os.path.join(class_dir, half))  # (not truncated in place: it is a hard link to the source)
-    with open(os.path.join(class_dir, half), "wb") as f:
-        f.write(data[:len(data) // 2])
     os.remove(os.path.join(class_dir, missing))
+    if "rewritten" in damage:
+        data = open(os.path.join(class_dir, half), "rb").read()
+        os.remove(os.path.join(class_dir, half))  # (not truncated in place: it is a hard link to the source)
+        with open(os.path.join(class_dir, half), "wb") as f:
+            f.write(data[:len(data) // 2])
 
     assert reorg_cifar10_data(kaggle_dir, 0.2) == reorg
-    assert not os.path.exists(partial)
+    assert os.path.exists(partial) == ("rewritten" in damage)
+    if "rewritten" in damage:  # checked first, then removed: nothing of it is removed
+        assert half in os.listdir(class_dir) and os.path.isfile(os.path.join(partial, fs.MANIFEST))
     assert_complete_reorg(kaggle_dir, reorg, per_class=None, valid_per_class=1)
     assert snapshot(kaggle_dir) == sources
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import types
 
 import numpy as onp
@@ -16,7 +17,7 @@ from PIL import Image
 
 from clitools import assert_one_error_line, command, truncate, wait_for
 from conftest import make_kaggle_dir, write_png
-from gluon_cifar import data
+from gluon_cifar import data, fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.train import main
 
@@ -140,19 +141,20 @@ def test_remove_ours_removes_nothing_the_package_did_not_write(root, tmp_path):
 
     foreign = tmp_path / "foreign"
     (foreign / "train").mkdir(parents=True)
-    write_png(foreign / "train" / "1.png", onp.random.default_rng(0))  # looks like ours, lacks the marker
-    with pytest.raises(InputError, match="not made by gluon_cifar"):
-        data.remove_ours(str(foreign))
+    write_png(foreign / "train" / "1.png", onp.random.default_rng(0))  # looks like ours, in no manifest
+    with pytest.raises(InputError, match="did not write this"):
+        fs.remove_owned([str(foreign)], fs.Manifest(str(foreign)), "a test")
     assert (foreign / "train" / "1.png").exists()
 
 
-def test_a_staging_folder_name_taken_by_the_user_is_refused(root):
-    squatter = os.path.join(root, ".train_valid_test.partial")
+@pytest.mark.parametrize("name", [".train_valid_test.partial", ".train_valid_test.99999999.abcdefgh.tmp"])
+def test_a_staging_folder_name_taken_by_the_user_is_left_alone(root, name):
+    """Even a name of the staging convention, of a writer that no longer runs: no manifest names it ours."""
+    squatter = os.path.join(root, name)
     os.makedirs(squatter)
     with open(os.path.join(squatter, "draft.txt"), "w") as f:
         f.write("mine")
-    with pytest.raises(InputError, match="not made by gluon_cifar"):
-        data.reorg_cifar10_data(root, 0.25)
+    assert len(placed(data.reorg_cifar10_data(root, 0.25))) == 30
     assert os.listdir(squatter) == ["draft.txt"]
 
 
@@ -288,14 +290,22 @@ def test_a_training_command_keeps_its_split_in_use_until_it_ends(capfd, root, tm
     assert len(placed(reorg, "valid")) == 3 * 4
 
 
+KILLED_BUILD = """
+import os, signal, sys
+from gluon_cifar import fs
+staging = fs.staging_dir(os.path.join(sys.argv[1], "train_valid_test"))
+manifest = fs.Manifest(staging)
+fs.make_dirs(os.path.join(staging, "train_valid", "bird"), manifest)
+fs.link_or_copy(os.path.join(sys.argv[1], "test", "1.png"), os.path.join(staging, "train_valid", "bird", "1.png"),
+                manifest)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_a_stale_staging_folder_of_a_killed_run_is_cleaned(root):
-    """What a run killed mid-build leaves: its marked staging folder, half full, and a retired old split."""
-    for leftover in (".train_valid_test.partial", ".train_valid_test.old"):
-        folder = os.path.join(root, leftover, "train_valid", "bird")
-        os.makedirs(folder)
-        shutil.copyfile(os.path.join(root, "test", "1.png"), os.path.join(folder, "1.png"))
-        with open(os.path.join(root, leftover, data.OWNER_MARKER), "w") as f:
-            f.write("{}")
+    """What a run killed mid-build leaves, made by the package's own calls in a process that then died."""
+    subprocess.run([sys.executable, "-c", KILLED_BUILD, root])
+    assert len([n for n in os.listdir(root) if n.startswith(".train_valid_test.")]) == 1
     reorg = data.reorg_cifar10_data(root, 0.25)
     assert len(placed(reorg)) == 30
     assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
@@ -312,7 +322,8 @@ def test_a_failed_build_leaves_no_staging_and_keeps_the_previous_split(root):
     with pytest.raises(InputError, match="cannot decode"):
         data.reorg_cifar10_data(root, 0.25)
     assert everything(reorg) == before
-    assert not os.path.exists(os.path.join(root, ".train_valid_test.partial"))
+    assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
+                                                                           ".train_valid_test.lock", "train_valid_test"]
 
 
 # 5. Validation sees what training sees
@@ -411,35 +422,36 @@ def test_a_missing_data_folder_is_one_line(capfd, tmp_path):
     assert "data folder not found" in refuse(capfd, str(tmp_path / "nothing"))
 
 
-def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path):
+@pytest.mark.parametrize("name", [".train.unpacking", ".train.99999999.abcdefgh.tmp"])
+def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path, name):
     import py7zr
     download = tmp_path / "download"
-    (download / ".train.unpacking").mkdir(parents=True)
-    (download / ".train.unpacking" / "draft.txt").write_text("mine")
+    (download / name).mkdir(parents=True)
+    (download / name / "draft.txt").write_text("mine")
     with py7zr.SevenZipFile(download / "train.7z", "w") as z:
         z.writeall(os.path.join(root, "train"), "train")
     shutil.copytree(os.path.join(root, "test"), download / "test")
     shutil.copyfile(os.path.join(root, "trainLabels.csv"), download / "trainLabels.csv")
-    with pytest.raises(InputError, match="not made by gluon_cifar"):
-        data.reorg_cifar10_data(str(download), 0.25)
-    assert (download / ".train.unpacking" / "draft.txt").read_text() == "mine"
+    assert len(placed(data.reorg_cifar10_data(str(download), 0.25))) == 30  # unpacked in a staging folder of its own
+    assert (download / name / "draft.txt").read_text() == "mine"
 
 
 def test_an_unpacking_folder_is_the_package_s_from_start_to_end(tmp_path):
-    """Left by a killed unpack: replaced; renamed into place: gone; the unpack failed: removed."""
-    staging = tmp_path / "x.unpacking"
-    staging.mkdir()
-    (staging / "half.png").write_bytes(b"half")
-    data.write_json(os.path.join(staging, data.OWNER_MARKER), {"made_by": "gluon_cifar"})
-    with data.unpacking_folder(str(staging)) as folder:
-        assert os.listdir(folder) == [data.OWNER_MARKER]
-        os.rename(folder, tmp_path / "x")
-    assert sorted(os.listdir(tmp_path)) == ["x"]
+    """Renamed into place: the rest goes; the unpack failed: all of it goes."""
+    with data.unpacking_folder(str(tmp_path / "x")) as folder:
+        assert sorted(os.listdir(folder)) == sorted([fs.MANIFEST, data.OWNER_MARKER])
+        os.makedirs(os.path.join(folder, "x", "deep"))
+        (tmp_path / "elsewhere").write_bytes(b"unpacked")  # (a library's write, which the block records)
+        os.link(tmp_path / "elsewhere", os.path.join(folder, "half.png"))
+        fs.rename_into_place(os.path.join(folder, "x"), str(tmp_path / "x"))
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "x"]
 
     with pytest.raises(RuntimeError, match="unpack failed"):
-        with data.unpacking_folder(str(staging)):
+        with data.unpacking_folder(str(tmp_path / "y")) as folder:
+            with open(os.path.join(folder, "half.png"), "wb") as f:
+                f.write(b"half")
             raise RuntimeError("unpack failed")
-    assert sorted(os.listdir(tmp_path)) == ["x"]
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "x"]
 
 
 def test_a_truncated_png_is_named_even_after_gluoncv_made_pil_lenient(tmp_path):
@@ -470,9 +482,9 @@ def test_workers_refuse_the_first_bad_image_in_id_order_in_one_line(root, bad):
         BAD_IMAGES[bad](os.path.join(root, "train", f"{image_id}.png"))
     files = data.source_files(root, "train", os.path.join(root, "r"))
     with pytest.raises(InputError) as single:
-        data.checked_sources(files, os.path.join(root, "r"), "train", processes=1)
+        data.checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1)
     with pytest.raises(InputError) as pooled:
-        data.checked_sources(files, os.path.join(root, "r"), "train", processes=2)
+        data.checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2)
     assert str(pooled.value) == str(single.value)
     assert str(pooled.value).startswith(os.path.join(root, "train", "3.png") + ":") and "\n" not in str(pooled.value)
 
@@ -482,8 +494,8 @@ def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_p
     for image_id, (size, mode) in enumerate([(32, "L"), (32, "RGBA"), (32, "P"), (64, "RGB"), (24, "LA")], 1):
         write_png(os.path.join(root, "train", f"{image_id}.png"), rng, size, mode)
     files = data.source_files(root, "train", str(tmp_path / "one"))
-    single = data.checked_sources(files, str(tmp_path / "one"), "train", processes=1)
-    pooled = data.checked_sources(files, str(tmp_path / "two"), "train", processes=2)
+    single = data.checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1)
+    pooled = data.checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2)
     assert [name for name, _ in pooled] == [name for name, _ in single] == [f"{i}.png" for i in range(1, 31)]
     resized = [i for i, (_, path) in enumerate(pooled) if not path.startswith(os.path.join(root, "train"))]
     assert resized == [3, 4]  # the 64 and 24 pixel images, as files of their own

@@ -19,8 +19,9 @@ import pytest
 
 from clitools import assert_one_error_line, command, run, snapshot, truncate, write_bytes
 from conftest import make_kaggle_dir
-from gluon_cifar import export, predict, train
+from gluon_cifar import export, fs, predict, train
 from gluon_cifar.checkpoint import OUTPUT_FILES, RUN_MARKER, use_output_dir
+from gluon_cifar.errors import InputError
 from gluon_cifar.model import get_net
 
 TIMINGS = ("seconds", "wall_seconds", "examples")  # history keys that differ between two runs of one computation
@@ -126,7 +127,7 @@ def test_overwrite_removes_only_what_a_run_wrote(run_copy, data_dir):
     for name in mine:
         assert after[name] == before[name], name
     assert sorted(os.listdir(run_copy / "checkpoint" / "epoch-0001")) == sorted(
-        ["net.params", "trainer.states", "history.json"])
+        ["net.params", "trainer.states", "history.json", fs.MANIFEST])
     for name in OUTPUT_FILES:  # every output replaced by the new run's
         assert after[name] != before[name], name
     assert json.loads((run_copy / "config.json").read_text())["seed"] == 4
@@ -137,22 +138,27 @@ def test_overwrite_refuses_a_checkpoint_holding_a_file_of_the_users(run_copy, da
     (run_copy / "checkpoint" / "epoch-0001" / "mine.txt").write_text("mine")
     before = snapshot(run_copy)
     refused(train.main, train_argv(data_dir, run_copy, "--overwrite"), capsys, "epoch-0001", "mine.txt",
-            "move them elsewhere")
+            "gluon_cifar did not write this file", "move it away")
     assert snapshot(run_copy) == before
 
 
-def test_overwrite_removes_checkpoints_file_by_file(run_copy):
-    """The policy alone, on real files: every checkpoint and killed save goes, but only the files a save
-    writes; a staging folder holding something else keeps it."""
+def test_overwrite_removes_checkpoints_by_their_manifests(run_copy):
+    """The policy alone, on real files: every checkpoint goes, file by file as its manifest lists them; a
+    folder named like a checkpoint that no manifest lists stops it before anything is removed."""
     os.makedirs(run_copy / "checkpoint" / "epoch-0002")
-    (run_copy / "checkpoint" / "epoch-0002" / "net.params").write_text("a run's")
-    os.makedirs(run_copy / "checkpoint" / ".epoch-0003.partial")
+    (run_copy / "checkpoint" / "epoch-0002" / "net.params").write_text("looks like a run's")
+    os.makedirs(run_copy / "checkpoint" / ".epoch-0003.partial")  # an older package's staging name: not ours now
     (run_copy / "checkpoint" / ".epoch-0003.partial" / "trainer.states").write_text("a run's")
-    (run_copy / "checkpoint" / ".epoch-0003.partial" / "mine.txt").write_text("mine")
+    before = snapshot(run_copy)
+    with pytest.raises(InputError, match="epoch-0002/net.params: gluon_cifar did not write this file"):
+        with use_output_dir(str(run_copy), overwrite=True):
+            pass
+    assert snapshot(run_copy) == before
+    os.remove(run_copy / "checkpoint" / "epoch-0002" / "net.params")
     with use_output_dir(str(run_copy), overwrite=True):
         pass
-    assert sorted(os.listdir(run_copy / "checkpoint")) == [".epoch-0003.partial"]
-    assert os.listdir(run_copy / "checkpoint" / ".epoch-0003.partial") == ["mine.txt"]
+    assert sorted(os.listdir(run_copy / "checkpoint")) == [".epoch-0003.partial", fs.MANIFEST]
+    assert os.listdir(run_copy / "checkpoint" / ".epoch-0003.partial") == ["trainer.states"]
 
 
 @pytest.mark.parametrize("what", ["checkpoint", "checkpoint/epoch-0001"])
@@ -252,7 +258,7 @@ def param_values(prefix):
 def test_resume_after_the_last_checkpoint_completes_the_outputs(run_copy, finished, data_dir, lost):
     marker = json.loads((run_copy / RUN_MARKER).read_text())
     marker["written"] = [name for name in marker["written"] if name not in lost]
-    (run_copy / RUN_MARKER).write_text(json.dumps(marker))  # as a stop before these were written leaves it
+    fs.write_json(str(run_copy / RUN_MARKER), marker)  # as a stop before these were written leaves it
     for name in lost:
         os.remove(run_copy / name)
     train.main(train_argv(data_dir, run_copy, "--resume"))
@@ -265,7 +271,7 @@ def test_resume_after_the_last_checkpoint_completes_the_outputs(run_copy, finish
 
 KILLED_WRITE = """
 import os, signal, sys
-from gluon_cifar.atomic import atomic_path
+from gluon_cifar.fs import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     with open(tmp, "w") as f:
         f.write("id,label\\n1,half")
@@ -297,21 +303,21 @@ def killed(script, *args):
                             timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr
     folder = os.path.dirname(str(args[0]))
-    return sorted(name for name in os.listdir(folder) if name.startswith((".export.", ".submission.csv.",
+    return sorted(name for name in os.listdir(folder) if name.startswith((".model.", ".submission.csv.",
                                                                            ".sub.csv.")))
 
 
 @pytest.mark.slow
 def test_the_next_run_removes_what_killed_writes_left_and_nothing_else(run_copy, data_dir):
     marker = json.loads((run_copy / RUN_MARKER).read_text())
-    (run_copy / RUN_MARKER).write_text(json.dumps({**marker, "written": []}))  # stopped in its outputs stage
+    fs.write_json(str(run_copy / RUN_MARKER), {**marker, "written": []})  # stopped in its outputs stage
     killed(KILLED_EXPORT, run_copy / "model")
     left = killed(KILLED_WRITE, run_copy / "submission.csv")
-    assert [name.split(".")[1] for name in left] == ["export", "submission"]
+    assert [name.split(".")[1] for name in left] == ["model", "submission"]
     live = f".submission.csv.{os.getpid()}.abcdefgh.tmp"  # a writer that still runs: this process
     (run_copy / live).write_text("being written")
     mine = user_files(run_copy)
-    busy = f".export.{os.getpid()}.abcdefgh"  # staging folder of a running export
+    busy = f".model.{os.getpid()}.abcdefgh.tmp"  # staging folder of a running export
     os.makedirs(run_copy / busy)
     train.main(train_argv(data_dir, run_copy, "--resume"))
     remaining = set(os.listdir(run_copy))
@@ -494,7 +500,7 @@ def straight(data_dir, tmp_path_factory):
 
 
 STAGES = {
-    "export": lambda out: any(name.startswith(".export.") for name in os.listdir(out)),
+    "export": lambda out: any(name.startswith(".model.") for name in os.listdir(out)),
     "submission": lambda out: os.path.exists(out / "model-classes.json"),
 }
 
