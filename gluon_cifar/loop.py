@@ -13,7 +13,7 @@ import numpy as onp
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .checkpoint import epoch_seed, load_checkpoint, save_best, save_checkpoint
+from .checkpoint import check_resumable, epoch_seed, load_checkpoint, save_best, save_checkpoint
 from .distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed, rank_and_size,
                           sum_across_workers, trainer_options)
 from .errors import InputError
@@ -184,10 +184,9 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
     trainer = make_trainer(net, scheduler, config.wd, kvstore)
     soft_targets = make_soft_targets(num_classes, config.label_smoothing, config.mixup_alpha)
     loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
+    if config.resume:
+        check_resumable(checkpoint_dir, config.epochs)
     history = load_checkpoint(checkpoint_dir, net, trainer) if config.resume else []
-    if len(history) > config.epochs:
-        raise InputError(f"--epochs {config.epochs}: the run in {config.output_dir} has done {len(history)} "
-                         f"epochs already; pass --epochs {len(history)} or more to continue it")
     for epoch in range(len(history) + 1, config.epochs + 1):
         best = best_epoch(history)
         if config.patience and best is not None and len(history) - best >= config.patience:
