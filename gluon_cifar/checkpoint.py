@@ -381,8 +381,8 @@ def record_config(output, config, data):
         if conflict:
             raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")
         check_resumable(output.checkpoints, config.epochs)
-        written = output.written()
-        if (saved.get("data") or data)["test"] != data["test"] and "submission.csv" in written:
+        written, recorded = output.written(), saved.get("data")
+        if isinstance(recorded, dict) and recorded.get("test") != data["test"] and "submission.csv" in written:
             log.info("the test images are not those of %s: predicting them again",
                      os.path.join(output.path, "submission.csv"))
             output.set_written([name for name in written if name != "submission.csv"])

@@ -117,10 +117,13 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
 
     Its parameters are in the net's order, not sorted by their generated names, so a checkpoint's optimizer
     state fits every instance of the model (the names' numbers grow with each model built in a process).
+    Only those that learn: BatchNorm's running statistics are `average_batchnorm_stats`'s. (With them, the
+    Trainer's first kvstore exchange gave every device and worker the first one's, after the first batch of
+    a fresh run but before it on resume: a resumed job differed from the uninterrupted one.)
     In a dist job every worker runs it on the servers' sum of the workers' gradients, scaled to the mean
     over the job's global batch (gluon_cifar.distributed): the update of one process with a device per worker.
     """
-    return Trainer(list(net.collect_params().values()), "sgd",
+    return Trainer([p for p in net.collect_params().values() if p.grad_req != "null"], "sgd",
                    {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler, "rescale_grad": gradient_scale(kvstore)},
                    **trainer_options(kvstore))
 

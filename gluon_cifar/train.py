@@ -195,8 +195,9 @@ def run(config, argv, kvstore, output):
     config = dataclasses.replace(config, job_workers=workers)
 
     # data -> loaders; the reorganisation stays in use (no other run rebuilds it) until this run ends
-    saved = read_json(os.path.join(output.path, CONFIG_FILENAME)) if output and config.resume else None
-    resumes = saved.get("data") if isinstance(saved, dict) else None  # the data the run started on
+    saved = read_json(os.path.join(config.output_dir, CONFIG_FILENAME)) if config.resume else None
+    recorded = saved.get("data") if isinstance(saved, dict) else None
+    resumes = recorded if isinstance(recorded, dict) else None  # the data the run started on
     with contextlib.ExitStack() as in_use:
         with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
             data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
