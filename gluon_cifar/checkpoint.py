@@ -1,11 +1,13 @@
 """Checkpoints and the output folder: a killed or interrupted run loses at most the epoch in progress.
 
-After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, `trainer.states` (momentum and
-the optimizer's update count, hence the learning-rate schedule's position) and `history.json` (one
-entry per finished epoch). The three are written into a hidden staging folder (gluon_cifar.fs) that is
-renamed into place in one step, so a checkpoint folder is either complete or absent; older epochs are then
-removed. Each epoch folder's manifest lists its three files; only those are ever removed.
-The weights of the epoch with the best validation accuracy so far stay in `OUT/checkpoint/best/net.params`.
+After every epoch, `OUT/checkpoint/epoch-NNNN/` receives `net.params`, the optimizer's state as data only
+(`optimizer.params`: the momentum arrays, in MXNet's array format; `optimizer.json`: the update counts,
+hence the learning-rate schedule's position) and `history.json` (one entry per finished epoch). Nothing in
+a checkpoint is a pickle: loading one runs no code from it. Older releases saved the optimizer as a pickle
+(`trainer.states`); such a checkpoint is refused unread. The files are written into a hidden staging
+folder that is renamed into place in one step, so a checkpoint folder is either complete or absent; older
+epochs are then removed. Each epoch folder's manifest lists its files; only those are ever removed.
+ The weights of the epoch with the best validation accuracy so far stay in `OUT/checkpoint/best/net.params`.
 `OUT/config.json` holds the run's settings (gluon_cifar.config), which a resumed run must share.
 
 The output folder is the package's own: `OUT/.gluon_cifar-run` marks it and lists the outputs the run
@@ -22,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import re
 import shlex
 import sys
@@ -40,7 +41,9 @@ from .errors import reason as _reason
 from .images import INPUT_SHAPE
 
 CHECKPOINT_DIRNAME = "checkpoint"
-CHECKPOINT_FILES = ("net.params", "trainer.states", "history.json")
+OPTIMIZER_ARRAYS, OPTIMIZER_COUNTERS = "optimizer.params", "optimizer.json"
+CHECKPOINT_FILES = ("net.params", OPTIMIZER_ARRAYS, OPTIMIZER_COUNTERS, "history.json")
+PICKLED_STATES = "trainer.states"  # older releases' optimizer state, a pickle: never read, removed by --overwrite
 CONFIG_FILENAME = "config.json"
 # what a finished run leaves in its folder, beside config.json and checkpoint/
 OUTPUT_FILES = ("metrics.csv", "metrics.json", "curves.png", "model-symbol.json", "model-0000.params",
@@ -85,11 +88,12 @@ def save_checkpoint(folder, net, trainer, history):
         raise write_error(final, err) from None
     manifest = fs.Manifest(staging)
     try:
-        manifest.expect(*(os.path.join(staging, name) for name in CHECKPOINT_FILES[:2]))
-        net.save_parameters(os.path.join(staging, "net.params"))
-        manifest.record(os.path.join(staging, "net.params"))
-        trainer.save_states(os.path.join(staging, "trainer.states"))
-        manifest.record(os.path.join(staging, "trainer.states"))
+        written = [os.path.join(staging, name) for name in CHECKPOINT_FILES[:3]]  # by MXNet and save_optimizer_state
+        manifest.expect(*written)
+        net.save_parameters(written[0])
+        save_optimizer_state(staging, trainer)
+        for path in written:
+            manifest.record(path)
         write_json(os.path.join(staging, "history.json"), history, manifest)
         older = [os.path.join(folder, name) for name in os.listdir(folder) if _EPOCH_DIR.fullmatch(name)]
         remove_epochs([path for path in older if path == final], "a checkpoint of this epoch is saved")
@@ -130,22 +134,87 @@ def read_history(path):
     return history
 
 
-def _check_trainer_states(path, trainer):
-    """Refuse a `trainer.states` file that does not hold optimizer states for `trainer`'s parameters."""
+def save_optimizer_state(folder, trainer):
+    """Write `trainer`'s optimizer state into `folder` as data: its per-parameter states (SGD's momentum)
+    as arrays in `optimizer.params` (MXNet's `nd.save`), its update counts in `optimizer.json`.
+
+    The states are those of the Trainer's updaters (update_on_kvstore=False: gluon_cifar.distributed); the
+    counts position the learning-rate schedule, which is rebuilt from the run's settings on resume.
+    """
+    arrays, layout = {}, {}  # layout: per parameter, None, "array" or a list of those (a tuple of states)
+    for index, state in trainer._updaters[0].states.items():
+        parts = list(state) if isinstance(state, (tuple, list)) else [state]
+        arrays.update({f"{index}.{j}": part for j, part in enumerate(parts) if part is not None})
+        kinds = [None if part is None else "array" for part in parts]
+        layout[str(index)] = kinds if isinstance(state, (tuple, list)) else kinds[0]
+    optimizer = trainer._optimizer
+    counts = optimizer._all_index_update_counts.get(trainer._contexts[0].device_id, {})
+    mx.nd.save(os.path.join(folder, OPTIMIZER_ARRAYS), arrays)
+    with open(os.path.join(folder, OPTIMIZER_COUNTERS), "w") as f:
+        json.dump({"num_update": optimizer.num_update, "update_counts": {str(i): n for i, n in counts.items()},
+                   "states": layout}, f, indent=1)
+
+
+def load_optimizer_state(folder, trainer):
+    """Restore the state `save_optimizer_state` wrote into `trainer`, after checking that it fits the
+    trainer's parameters. Only MXNet's array format and JSON are read: no code runs."""
+    arrays_file, counters_file = os.path.join(folder, OPTIMIZER_ARRAYS), os.path.join(folder, OPTIMIZER_COUNTERS)
     params = trainer._params  # the states are numbered in this order, which MXNet keeps only here
+
+    def refuse(path, why):
+        return InputError(f"{path}: not the optimizer state of this model ({why}); --overwrite starts the run "
+                          "afresh")
     try:
-        with open(path, "rb") as f:
-            states, _ = pickle.load(f)
-        for index, state in states.items():
-            arrays = state if isinstance(state, (tuple, list)) else [state]
-            for array in arrays:
-                if array is not None and tuple(array.shape) != params[index].shape:
-                    raise InputError(f"{path}: optimizer state {index} is {tuple(array.shape)}, but parameter "
-                                     f"{params[index].name} is {params[index].shape} (another model's checkpoint?)")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MXNetError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not the optimizer state of this model ({_reason(err)}); "
-                         "--overwrite starts the run afresh") from None
+        counters = read_json(counters_file)
+        num_update = int(counters["num_update"])
+        counts = {int(i): int(n) for i, n in counters["update_counts"].items()}
+        layout = {int(i): kinds for i, kinds in counters["states"].items()}
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise refuse(counters_file, "not valid JSON" if counters is None else _reason(err)) from None
+    if any(not 0 <= index < len(params) for index in layout):
+        raise refuse(counters_file, f"states of parameters beyond this model's {len(params)}")
+    try:
+        arrays = mx.nd.load(arrays_file)
+    except MXNetError as err:
+        raise refuse(arrays_file, _reason(err)) from None
+    if not isinstance(arrays, dict):
+        raise refuse(arrays_file, "unnamed arrays")
+    states = {}
+    for index, kinds in layout.items():
+        parts = []
+        for j, kind in enumerate(kinds if isinstance(kinds, list) else [kinds]):
+            array = arrays.get(f"{index}.{j}") if kind == "array" else None
+            if kind is not None and array is None:
+                raise refuse(arrays_file, f"optimizer state {index} is missing")
+            if array is not None and tuple(array.shape) != params[index].shape:
+                raise InputError(f"{arrays_file}: optimizer state {index} is {tuple(array.shape)}, but parameter "
+                                 f"{params[index].name} is {params[index].shape} (another model's checkpoint?); "
+                                 "--overwrite starts the run afresh")
+            parts.append(array)
+        states[index] = tuple(parts) if isinstance(kinds, list) else parts[0]
+    optimizer = trainer._optimizer
+    optimizer.num_update = num_update
+    optimizer._all_index_update_counts = {ctx.device_id: dict(counts) for ctx in trainer._contexts}
+    optimizer._index_update_count = optimizer._all_index_update_counts[trainer._contexts[0].device_id]
+    for updater in trainer._updaters:  # one per device; each moves its copy to its device at its first step
+        updater.states = {index: _copy_state(state) for index, state in states.items()}
+        updater.states_synced = dict.fromkeys(updater.states, False)
+
+
+def _copy_state(state):
+    if isinstance(state, tuple):
+        return tuple(map(_copy_state, state))
+    return None if state is None else state.copy()
+
+
+def refuse_pickled_checkpoint(path, out):
+    """Refuse a checkpoint folder of an older release, whose optimizer state is a pickle, without reading it."""
+    pickled = os.path.join(path, PICKLED_STATES)
+    if os.path.lexists(pickled):
+        raise InputError(f"{pickled}: a checkpoint of an older gluon_cifar, whose optimizer state is a Python "
+                         "pickle, which could run code when read: it is not read. Start afresh with --overwrite, "
+                         f"or from the run's exported model with --init-from {os.path.join(out, 'model')} and a "
+                         "new --output-dir")
 
 
 def save_best(folder, net):
@@ -169,12 +238,13 @@ def load_checkpoint(folder, net, trainer):
     path = latest_checkpoint(folder)
     if path is None:
         raise InputError(f"{folder}: no checkpoint to resume from")
+    refuse_pickled_checkpoint(path, os.path.dirname(folder))
     for name in CHECKPOINT_FILES:
         if not os.path.isfile(os.path.join(path, name)):
             raise InputError(f"{os.path.join(path, name)}: missing from the checkpoint; "
                              "--overwrite starts the run afresh")
     history = read_history(path)
-    params_file, states_file = os.path.join(path, "net.params"), os.path.join(path, "trainer.states")
+    params_file = os.path.join(path, "net.params")
     devices = next(iter(net.collect_params().values())).list_ctx()
     if any(size <= 0 for p in net.collect_params().values() for size in p.shape):
         # Trace the graph while the shapes are still unknown, as a fresh run's first batch does: the export
@@ -186,8 +256,7 @@ def load_checkpoint(folder, net, trainer):
         what = ("not an MXNet parameter file (truncated or damaged?)" if "NDArray file format" in str(err)
                 else f"does not fit this model ({_reason(err)})")
         raise InputError(f"{params_file}: {what}; --overwrite starts the run afresh") from None
-    _check_trainer_states(states_file, trainer)
-    trainer.load_states(states_file)
+    load_optimizer_state(path, trainer)
     log.info("resuming from %s: %d epoch(s) done", path, len(history))
     return history
 
@@ -306,18 +375,42 @@ def read_saved_config(out):
     return saved
 
 
-def record_config(out, config, resume=False):
-    """Save the run's settings (a RunConfig) as `out/config.json` as it starts; on resume, refuse settings
-    that differ from the saved ones (see config.RESUMABLE for those that may change) and keep the file."""
-    path = os.path.join(out, CONFIG_FILENAME)
-    if resume:
-        saved = read_saved_config(out)
+def record_config(output, config, data):
+    """Save the run's settings (a RunConfig) and the fingerprint of its `data` (data.data_fingerprint) as
+    `config.json` in `output` (an OutputDir) as it starts.
+
+    On resume, refuse settings that differ from the saved ones (see config.RESUMABLE for those that may
+    change) and fewer epochs than the checkpoint holds, before the file is touched: it never disagrees with
+    the checkpoint. Other test images than the run predicted mark submission.csv to be written again.
+    """
+    path = os.path.join(output.path, CONFIG_FILENAME)
+    if config.resume:
+        saved = read_saved_config(output.path)
         conflict = resume_conflict(config, saved)
         if conflict:
             raise InputError(f"--resume continues the run as it was started, but {conflict} (see {path})")
-        if saved.get("epochs") == config.epochs:
+        check_resumable(output.checkpoints, config.epochs)
+        written, recorded = output.written(), saved.get("data")
+        if isinstance(recorded, dict) and recorded.get("test") != data["test"] and "submission.csv" in written:
+            log.info("the test images are not those of %s: predicting them again",
+                     os.path.join(output.path, "submission.csv"))
+            output.set_written([name for name in written if name != "submission.csv"])
+        if saved.get("epochs") == config.epochs and saved.get("data") == data:
             return  # the run's settings stand (a finished run resumed changes no file)
-    write_json(path, config.to_dict())
+    write_json(path, {**config.to_dict(), "data": data})
+
+
+def check_resumable(checkpoint_dir, epochs):
+    """Refuse to resume the checkpoint of `checkpoint_dir` to `epochs` epochs: a pickled one (an older
+    release's) or one that has done more epochs already."""
+    path = latest_checkpoint(checkpoint_dir)
+    if path is None:
+        raise InputError(f"{checkpoint_dir}: no checkpoint to resume from")
+    refuse_pickled_checkpoint(path, os.path.dirname(checkpoint_dir))
+    done = len(read_history(path))
+    if done > epochs:
+        raise InputError(f"--epochs {epochs}: the run in {os.path.dirname(checkpoint_dir)} has done {done} "
+                         f"epochs already; pass --epochs {done} or more to continue it")
 
 
 def interrupted_message(checkpoint_dir, argv):

@@ -5,13 +5,13 @@ read back with `ImageFolderDataset` + `transform_first` exactly as the chapter d
 """
 import collections
 import contextlib
+import errno
 import hashlib
 import logging
 import math
 import multiprocessing
 import os
 import re
-import stat
 import unicodedata
 import urllib.parse
 import zipfile
@@ -259,36 +259,101 @@ def source_files(data_dir, split, reorg_dir):
     """[(id, path, identity)] of the images of `data_dir/split`.
 
     A symbolic link is replaced by the regular file it resolves to, which must lie inside the data
-    folder (and not in the reorganisation, which is rebuilt); identity (size, mtime, inode, device)
-    tells a reorganisation made from these very files.
+    folder (and not in the reorganisation, which is rebuilt); identity (a hash of the content: an edit
+    that keeps size and mtime changes it too) tells a reorganisation made from these very images.
     """
     data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
     files = []
     for image_id, path in list_images(os.path.join(data_dir, split)):
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
+        identity = _content_hash(path)
+        if identity is None:  # a link
             target = os.path.realpath(path)
             if not _is_within(target, data) or _is_within(target, reorg):
                 raise InputError(f"{path}: a link to {target}, outside the data folder {data_dir}: "
                                  "copy the file in instead")
-            path, info = target, os.stat(target)
-        files.append((image_id, path, (info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)))
+            path, identity = target, _content_hash(target)
+        files.append((image_id, path, identity))
     return files
 
 
-def _file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def _content_hash(path, chunk=1 << 16):
+    """128 bits of the SHA-256 of a file's content, or None if `path` is a symbolic link.
+
+    One open and one read for an image (a regular file reads whole up to its end); the reuse check's cost
+    against the old one by size and mtime (which missed in-place edits): benchmarks/reorg_reuse.py.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        data = os.read(fd, chunk)
+        digest = hashlib.sha256(data)
+        while len(data) == chunk:
+            data = os.read(fd, chunk)
+            digest.update(data)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()[:32]
 
 
-def source_stamp(csv_path, valid_ratio, train, test):
-    """What a reorganisation is built from: the CSV's content, every source file's identity, the ratio."""
-    identities = hashlib.sha256()
-    for split, files in (("train", train), ("test", test)):
-        for image_id, _, identity in files:
-            identities.update(f"{split} {image_id} {identity}\n".encode())
-    return {"made_by": "gluon_cifar", "valid_ratio": valid_ratio, "labels_sha256": _file_sha256(csv_path),
-            "sources_sha256": identities.hexdigest(), "num_train": len(train), "num_test": len(test)}
+def _digest(lines):
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def source_stamp(labels, valid_ratio, train, test):
+    """What a reorganisation is built from: the labels, every source image's content, the ratio.
+
+    Its `data_fingerprint` part sums them up (what a run records in config.json); `images` lists every
+    image's content hash (and label), so a changed image can be named (`training_data_change`).
+    """
+    def images(files):
+        return {"images": len(files), "sha256": _digest(f"{image_id} {identity}" for image_id, _, identity in files)}
+    return {"made_by": "gluon_cifar", "valid_ratio": valid_ratio,
+            "labels_sha256": _digest(f"{image_id},{label}" for image_id, label in sorted(
+                labels.items(), key=lambda row: int(row[0]))),
+            "train": images(train), "test": images(test),
+            "images": {"train": {str(image_id): f"{identity} {labels.get(str(image_id), '')}"
+                                 for image_id, _, identity in train},
+                       "test": {str(image_id): identity for image_id, _, identity in test}}}
+
+
+FINGERPRINT_KEYS = ("valid_ratio", "labels_sha256", "train", "test")  # a data_fingerprint's
+TRAINING_DATA = ("valid_ratio", "labels_sha256", "train")  # what a run trains on (test: what it predicts)
+
+
+def data_fingerprint(reorg_dir):
+    """The fingerprint of the data a complete reorganisation was built from: the labels' hash, the training
+    and the test images' count and content hash, the valid ratio (a run records it in config.json)."""
+    stamp = read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) or {}
+    return {key: stamp.get(key) for key in FINGERPRINT_KEYS}
+
+
+def training_data_change(expected, stamp, reorg_dir):
+    """What differs between the training data of fingerprint `expected` (a run's) and that of `stamp`
+    (the data now), in words, or None. The images or labels that changed are named where the
+    reorganisation in `reorg_dir` still is the one built from the run's data."""
+    if all(expected.get(key) == stamp[key] for key in TRAINING_DATA):
+        return None
+    if expected.get("valid_ratio") != stamp["valid_ratio"]:
+        return f"the valid ratio was {expected.get('valid_ratio')} and is now {stamp['valid_ratio']}"
+    old = read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) or {}
+    then, now = old.get("images", {}).get("train", {}), stamp["images"]["train"]
+    known = all(old.get(key) == expected.get(key) for key in TRAINING_DATA)
+    for image_id in sorted(set(then) | set(now), key=int) if known else ():
+        (hash_then, _, label_then), (hash_now, _, label_now) = (
+            (table.get(image_id) or "").partition(" ") for table in (then, now))
+        if hash_then != hash_now:
+            what = "added" if not hash_then else "removed" if not hash_now else "edited"
+            return f"training image {image_id} was {what}"
+        if label_then != label_now:
+            return f"trainLabels.csv: the label of image {image_id} was {label_then!r} and is now {label_now!r}"
+    if expected.get("labels_sha256") != stamp["labels_sha256"]:
+        return "trainLabels.csv holds other labels"
+    return (f"the training images are others ({stamp['train']['images']} now, "
+            f"{(expected.get('train') or {}).get('images')} then)")
 
 
 def _checked_source(path, reorg_dir, split, name):
@@ -438,10 +503,13 @@ def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
 
 
 @contextlib.contextmanager
-def reorganised(data_dir, valid_ratio, reorg_dir=None):
+def reorganised(data_dir, valid_ratio, reorg_dir=None, resumes=None):
     """`reorg_cifar10_data`, keeping the reorganisation in use until the block ends: while a run trains on
     it, another run that would rebuild it (other labels, images or ratio) is refused instead of changing
-    the files under the first one."""
+    the files under the first one.
+
+    `resumes`, the `data_fingerprint` a resumed run recorded, refuses other training data (before any
+    rebuild), naming what changed; other test images are this run's to predict."""
     check_data_folder(data_dir)
     reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
     check_output_location(data_dir, reorg_dir, "the reorganisation folder")
@@ -457,7 +525,12 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None):
             train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
             if not test:
                 raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
-            stamp = source_stamp(csv_path, valid_ratio, train, test)
+            stamp = source_stamp(labels, valid_ratio, train, test)
+            change = resumes and training_data_change(resumes, stamp, reorg_dir)
+            if change:
+                raise InputError(f"--resume continues the run on the data it started on, but {change} (in "
+                                 f"{data_dir}): restore that data, or start a new run (--overwrite or another "
+                                 "--output-dir)")
             if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
                 check_reorg_target(reorg_dir)  # again, under the lock
                 in_use.take(busy=f"{reorg_dir} is in use by a run training on it, and was built from other "

@@ -51,12 +51,13 @@ def rank_and_size(kvstore):
 
 
 def trainer_options(kvstore):
-    """Trainer arguments for `kvstore`: in a dist job the servers add gradients and the workers update.
+    """Trainer arguments for `kvstore`: the kvstore reduces the gradients, the Trainer's updaters update.
 
-    update_on_kvstore=False keeps the optimizer (momentum, update count) on every worker, where rank 0
-    can checkpoint it; MXNet cannot save the state of an optimizer that runs on the servers.
+    update_on_kvstore=False everywhere (MXNet's default puts the optimizer into the kvstore with several
+    devices, and onto the servers in a dist job) keeps the optimizer's state (momentum, update counts) in
+    the Trainer, where it is checkpointed as plain arrays (gluon_cifar.checkpoint), on every worker.
     """
-    return {"kvstore": kvstore, "update_on_kvstore": False if is_distributed(kvstore) else None}
+    return {"kvstore": kvstore, "update_on_kvstore": False}
 
 
 class Trainer(gluon.Trainer):

@@ -129,6 +129,23 @@ def training_command(train_args):
     return list(train_args)
 
 
+def check_resumed_job_size(train_args, num_workers):
+    """Refuse, before any process starts, to `--resume` a run with another number of workers than it was
+    started with (that changes the global batch, hence the run), as its `OUT/config.json` records it."""
+    if "--resume" not in train_args:
+        return
+    from .fs import read_json  # these load MXNet: only for a resume
+    from .checkpoint import CONFIG_FILENAME
+    from .config import RunConfig
+    out = option_value(train_args, "--output-dir") or RunConfig().output_dir
+    saved = read_json(os.path.join(out, CONFIG_FILENAME))
+    started = saved.get("job_workers") if isinstance(saved, dict) else None
+    if isinstance(started, int) and started != num_workers:
+        raise InputError(f"--resume: the worker count changed (was {started}, now {num_workers}): the run in {out} "
+                         f"continues only on the {started} worker(s) it started with (-n {started}), which set its "
+                         "global batch; a new run can start from its weights with --init-from")
+
+
 # Servers and the scheduler only add arrays and pass messages: one thread each. With more, OpenMP's idle
 # threads spin between the servers' many small additions and burn whole cores (measured: docs/distributed.md).
 SERVICE_THREADS = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -333,6 +350,7 @@ def main(argv=None):
     check_mxnet_environment()  # the workers get OMP_NUM_THREADS
     check_options(args)
     check_training_args(train_args)
+    check_resumed_job_size(train_args, args.num_workers)
     hosts = parse_hostfile(args.hostfile) if args.hostfile else None
     scheduler_host = args.scheduler_host or (address_towards(hosts[0]) if hosts else "127.0.0.1")
     layout = plan(args.num_workers, args.num_servers, hosts, scheduler_host, scheduler_port(scheduler_host, args.port),

@@ -13,7 +13,7 @@ import numpy as onp
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .checkpoint import epoch_seed, load_checkpoint, save_best, save_checkpoint
+from .checkpoint import check_resumable, epoch_seed, load_checkpoint, save_best, save_checkpoint
 from .distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed, rank_and_size,
                           sum_across_workers, trainer_options)
 from .errors import InputError
@@ -117,10 +117,13 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
 
     Its parameters are in the net's order, not sorted by their generated names, so a checkpoint's optimizer
     state fits every instance of the model (the names' numbers grow with each model built in a process).
+    Only those that learn: BatchNorm's running statistics are `average_batchnorm_stats`'s. (With them, the
+    Trainer's first kvstore exchange gave every device and worker the first one's, after the first batch of
+    a fresh run but before it on resume: a resumed job differed from the uninterrupted one.)
     In a dist job every worker runs it on the servers' sum of the workers' gradients, scaled to the mean
     over the job's global batch (gluon_cifar.distributed): the update of one process with a device per worker.
     """
-    return Trainer(list(net.collect_params().values()), "sgd",
+    return Trainer([p for p in net.collect_params().values() if p.grad_req != "null"], "sgd",
                    {"momentum": 0.9, "wd": wd, "lr_scheduler": lr_scheduler, "rescale_grad": gradient_scale(kvstore)},
                    **trainer_options(kvstore))
 
@@ -184,10 +187,9 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
     trainer = make_trainer(net, scheduler, config.wd, kvstore)
     soft_targets = make_soft_targets(num_classes, config.label_smoothing, config.mixup_alpha)
     loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
+    if config.resume:
+        check_resumable(checkpoint_dir, config.epochs)
     history = load_checkpoint(checkpoint_dir, net, trainer) if config.resume else []
-    if len(history) > config.epochs:
-        raise InputError(f"--epochs {config.epochs}: the run in {config.output_dir} has done {len(history)} "
-                         f"epochs already; pass --epochs {len(history)} or more to continue it")
     for epoch in range(len(history) + 1, config.epochs + 1):
         best = best_epoch(history)
         if config.patience and best is not None and len(history) - best >= config.patience:

@@ -15,11 +15,12 @@ import sys
 
 from mxnet import npx
 
-from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, check_finite, interrupted_message,
+from .fs import read_json
+from .checkpoint import (BEST_DIRNAME, CHECKPOINT_DIRNAME, CONFIG_FILENAME, check_finite, interrupted_message,
                          read_saved_config, record_config, use_output_dir)
 from .config import EXPORTS, RunConfig
-from .data import (AUGMENTATIONS, DEMO_SOURCES, check_data_folder, check_run_folders, demo_data_dir, demo_dir,
-                   load_datasets, make_run_loaders, mirror_url, reorganised)
+from .data import (AUGMENTATIONS, DEMO_SOURCES, check_data_folder, check_run_folders, data_fingerprint, demo_data_dir,
+                   demo_dir, load_datasets, make_run_loaders, mirror_url, reorganised)
 from .distributed import KVSTORES, create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from .errors import ArgumentParser, InputError, report_input_errors
 from .export import export_model, exported_files, load_weights
@@ -214,10 +215,13 @@ def run_stages(config, kvstore, output, checkpoint_dir):
     config = dataclasses.replace(config, job_workers=workers)
 
     # data -> loaders; the reorganisation stays in use (no other run rebuilds it) until this run ends
+    saved = read_json(os.path.join(config.output_dir, CONFIG_FILENAME)) if config.resume else None
+    recorded = saved.get("data") if isinstance(saved, dict) else None
+    resumes = recorded if isinstance(recorded, dict) else None  # the data the run started on
     with contextlib.ExitStack() as in_use:
         with one_worker_at_a_time(kvstore, os.path.expanduser(config.cache_dir)):
             data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
-            reorg_dir = in_use.enter_context(reorganised(data_dir, config.valid_ratio, config.reorg_dir))
+            reorg_dir = in_use.enter_context(reorganised(data_dir, config.valid_ratio, config.reorg_dir, resumes))
         datasets = load_datasets(reorg_dir)
         config, notice = config.for_data(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
         if notice:
@@ -228,7 +232,7 @@ def run_stages(config, kvstore, output, checkpoint_dir):
                                    config.num_workers, config.fast_data, rank, workers)
         if output:
             check_same_job_size(output.path, config)
-            record_config(output.path, config, config.resume)
+            record_config(output, config, data_fingerprint(reorg_dir))
             if config.resume and output.finished(config.epochs):
                 log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
                          config.epochs)

@@ -127,7 +127,7 @@ def test_overwrite_removes_only_what_a_run_wrote(run_copy, data_dir):
     for name in mine:
         assert after[name] == before[name], name
     assert sorted(os.listdir(run_copy / "checkpoint" / "epoch-0001")) == sorted(
-        ["net.params", "trainer.states", "history.json", fs.MANIFEST])
+        ["net.params", "optimizer.params", "optimizer.json", "history.json", fs.MANIFEST])
     for name in OUTPUT_FILES:  # every output replaced by the new run's
         assert after[name] != before[name], name
     assert json.loads((run_copy / "config.json").read_text())["seed"] == 4
@@ -148,7 +148,7 @@ def test_overwrite_removes_checkpoints_by_their_manifests(run_copy):
     os.makedirs(run_copy / "checkpoint" / "epoch-0002")
     (run_copy / "checkpoint" / "epoch-0002" / "net.params").write_text("looks like a run's")
     os.makedirs(run_copy / "checkpoint" / ".epoch-0003.partial")  # an older package's staging name: not ours now
-    (run_copy / "checkpoint" / ".epoch-0003.partial" / "trainer.states").write_text("a run's")
+    (run_copy / "checkpoint" / ".epoch-0003.partial" / "optimizer.params").write_text("a run's")
     before = snapshot(run_copy)
     with pytest.raises(InputError, match="epoch-0002/net.params: gluon_cifar did not write this file"):
         with use_output_dir(str(run_copy), overwrite=True):
@@ -158,14 +158,14 @@ def test_overwrite_removes_checkpoints_by_their_manifests(run_copy):
     with use_output_dir(str(run_copy), overwrite=True):
         pass
     assert sorted(os.listdir(run_copy / "checkpoint")) == [".epoch-0003.partial", fs.MANIFEST]
-    assert os.listdir(run_copy / "checkpoint" / ".epoch-0003.partial") == ["trainer.states"]
+    assert os.listdir(run_copy / "checkpoint" / ".epoch-0003.partial") == ["optimizer.params"]
 
 
 @pytest.mark.parametrize("what", ["checkpoint", "checkpoint/epoch-0001"])
 def test_overwrite_never_follows_a_link_out_of_the_run_folder(run_copy, data_dir, tmp_path, capsys, what):
     elsewhere = tmp_path / "elsewhere"
     os.makedirs(elsewhere)
-    for name in ("net.params", "trainer.states", "history.json", "epoch-0001"):
+    for name in ("net.params", "optimizer.params", "optimizer.json", "history.json", "epoch-0001"):
         (elsewhere / name).write_text("mine")
     shutil.rmtree(run_copy / what)
     os.symlink(elsewhere, run_copy / what)
@@ -404,7 +404,7 @@ def test_onnx_export_names_a_damaged_model_file_not_a_full_disk(finished, tmp_pa
 
 
 def other_checkpoint_file(tmp_path, name):
-    """`name` (net.params or trainer.states) as a 5-class model's checkpoint holds it."""
+    """`name` (net.params, optimizer.params or optimizer.json) as a 5-class model's checkpoint holds it."""
     from gluon_cifar.checkpoint import save_checkpoint
     from gluon_cifar.loop import make_trainer
     from mxnet import autograd
@@ -420,16 +420,21 @@ def other_checkpoint_file(tmp_path, name):
 
 CHECKPOINT_DAMAGE = {
     "truncated net.params": ("net.params", truncate, "not an MXNet parameter file"),
-    "truncated trainer.states": ("trainer.states", truncate, "not the optimizer state of this model"),
+    "truncated optimizer.params": ("optimizer.params", truncate, "not the optimizer state of this model"),
+    "garbage optimizer.json": ("optimizer.json", lambda p: write_bytes(p, b"\x00garbage"),
+                               "not the optimizer state of this model"),
+    "optimizer.json a list": ("optimizer.json", lambda p: write_bytes(p, b"[1]"),
+                              "not the optimizer state of this model"),
     "garbage history.json": ("history.json", lambda p: write_bytes(p, b"\x00garbage"), "not valid JSON"),
     "history.json of another length": ("history.json", lambda p: write_bytes(p, b'[{"epoch": 1}, {"epoch": 2}]'),
                                        "not the history of 1 epoch(s)"),
     "history.json a dict": ("history.json", lambda p: write_bytes(p, b'{"epoch": 1}'), "not the history"),
     "missing net.params": ("net.params", os.remove, "missing from the checkpoint"),
-    "missing trainer.states": ("trainer.states", os.remove, "missing from the checkpoint"),
+    "missing optimizer.params": ("optimizer.params", os.remove, "missing from the checkpoint"),
+    "missing optimizer.json": ("optimizer.json", os.remove, "missing from the checkpoint"),
     "missing history.json": ("history.json", os.remove, "missing from the checkpoint"),
     "another model's net.params": ("net.params", "other", "does not fit this model"),
-    "another model's trainer.states": ("trainer.states", "other", "another model's checkpoint"),
+    "another model's optimizer.params": ("optimizer.params", "other", "another model's checkpoint"),
 }
 
 

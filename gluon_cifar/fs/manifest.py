@@ -60,12 +60,14 @@ def matches(entry, path):
         same = stat.S_ISDIR(info.st_mode)
     else:
         same = stat.S_ISREG(info.st_mode)
-    if kind in ("link", "staging", "root"):
+    if kind == "link":  # the same link, or a copy of it that kept its size and time (cp -a, rsync -a, copytree)
+        kept = (info.st_size, info.st_mtime_ns) == (entry["size"], entry["mtime_ns"])
+        linked = (info.st_ino, info.st_dev) == (entry.get("ino"), entry.get("dev")) and info.st_nlink > 1
+        return same and (kept or linked)
+    if kind in ("staging", "root"):
         same = same and (info.st_ino, info.st_dev) == (entry.get("ino"), entry.get("dev"))
     if kind == "pending":  # named before a library wrote it, in a staging folder of the package's
         return same
-    if kind == "link":
-        return same and (info.st_nlink > 1 or (info.st_size, info.st_mtime_ns) == (entry["size"], entry["mtime_ns"]))
     if kind == "file":
         if not same or info.st_size != entry.get("size"):
             return False

@@ -1,0 +1,194 @@
+"""A resumed run knows its checkpoint and its data (issue 20): no pickle is read, other training data is
+refused naming what changed, other test images are predicted again, and an edit that keeps an image's size
+and mtime is seen by the reorganisation's check.
+
+Refusals run in-process; each test works on a copy of one finished 2-epoch run and its data, at the same
+relative paths (the run's settings name them).
+"""
+import json
+import os
+import pickle
+import shutil
+
+import mxnet as mx
+import numpy as onp
+import pandas as pd
+import pytest
+
+from clitools import snapshot
+from conftest import make_kaggle_dir, write_png
+from gluon_cifar import fs
+from gluon_cifar import train
+from gluon_cifar.checkpoint import PICKLED_STATES
+
+ARGV = ["--data-dir", "k", "--epochs", "2", "--batch-size", "3", "--valid-ratio", "0.25", "--seed", "3",
+        "--devices", "cpu", "--output-dir", "out"]
+
+
+def refused(argv, capsys, *fragments):
+    """`train.main(argv)` exits 2 with one `error:` line holding every fragment; returns that line."""
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert stop.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_root(tmp_path_factory):
+    """`k/` (9 training images of 3 classes, 3 test images) and `out/`, a finished 2-epoch run on it."""
+    root = tmp_path_factory.mktemp("resume_data")
+    make_kaggle_dir(root / "k", 4, num_test=3)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        train.main(ARGV)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.fixture
+def root(finished_root, tmp_path, monkeypatch):
+    """A copy of the finished run and its data, as the working folder."""
+    copy = tmp_path / "root"
+    shutil.copytree(finished_root, copy)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def labels(root):
+    return pd.read_csv(root / "k" / "trainLabels.csv", dtype=str)
+
+
+def param_values(path):
+    """A parameter file's arrays in order (their names' numbers grow with each model built in a process)."""
+    return [value.asnumpy() for value in mx.nd.load(str(path)).values()]
+
+
+def rewrite_keeping_size_and_mtime(path, data):
+    """Replace `path`'s content in place with `data` (as long as it was), then give it back its mtime."""
+    info = os.stat(path)
+    assert len(data) == info.st_size
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+# The checkpoint: data only
+
+def test_the_config_records_the_data_fingerprint(root):
+    data = json.loads((root / "out" / "config.json").read_text())["data"]
+    assert data["valid_ratio"] == 0.25 and data["train"]["images"] == 12 and data["test"]["images"] == 3
+    assert sorted(os.listdir(root / "out" / "checkpoint" / "epoch-0002")) == sorted([
+        "history.json", "net.params", "optimizer.json", "optimizer.params", fs.MANIFEST])
+
+
+class CreatesAFile:
+    """Unpickling this creates the file `path`: what a crafted checkpoint could do, and worse."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_pickled_checkpoint_is_refused_unread(root, tmp_path, capsys):
+    probe, planted = tmp_path / "probe", tmp_path / "planted"
+    pickle.loads(pickle.dumps(CreatesAFile(str(probe))))
+    assert probe.exists()  # the payload works: unpickling runs it
+    checkpoint = root / "out" / "checkpoint" / "epoch-0002"
+    for name in ("optimizer.params", "optimizer.json"):  # an older release's checkpoint
+        os.remove(checkpoint / name)
+    (checkpoint / PICKLED_STATES).write_bytes(pickle.dumps(CreatesAFile(str(planted))))
+    os.remove(root / "out" / "submission.csv")  # unfinished: resuming would load the checkpoint
+    before = snapshot(root)
+    refused(ARGV + ["--resume"], capsys, "out/checkpoint/epoch-0002/trainer.states", "pickle", "could run code", "--overwrite",
+            "--init-from out/model")
+    assert not planted.exists()
+    assert snapshot(root) == before
+
+
+# The data: other training data refused, other test images predicted again
+
+def swap_two_labels(root):
+    table = labels(root)
+    first, other = 0, int((table["label"] != table["label"][0]).to_numpy().argmax())
+    table.loc[[first, other], "label"] = table.loc[[other, first], "label"].to_numpy()
+    table.to_csv(root / "k" / "trainLabels.csv", index=False)
+    return table["id"][first], table["label"][first], table["label"][other]  # id, its label now, its label then
+
+
+def edit_an_image(root):
+    path = root / "k" / "train" / "5.png"
+    data = bytearray(path.read_bytes())
+    data[-20:-12] = b"\x00" * 8  # in the IEND chunk's neighbourhood: size and mtime kept
+    rewrite_keeping_size_and_mtime(path, bytes(data))
+    return "training image 5 was edited"
+
+
+def add_an_image(root):
+    write_png(root / "k" / "train" / "13.png", onp.random.default_rng(5))
+    with open(root / "k" / "trainLabels.csv", "a") as f:
+        f.write("13,bird\n")
+    return "training image 13 was added"
+
+
+def remove_an_image(root):
+    os.remove(root / "k" / "train" / "2.png")
+    table = labels(root)
+    table[table["id"] != "2"].to_csv(root / "k" / "trainLabels.csv", index=False)
+    return "training image 2 was removed"
+
+
+@pytest.mark.parametrize("change", [edit_an_image, add_an_image, remove_an_image])
+@pytest.mark.parametrize("finished", [True, False])
+def test_resume_on_other_training_images_is_refused_naming_the_image(root, capsys, change, finished):
+    if not finished:
+        os.remove(root / "out" / "submission.csv")
+    fragment = change(root)
+    before = snapshot(root, skip=())  # the reorganisation too: not rebuilt
+    refused(ARGV + ["--resume"], capsys, "--resume continues the run on the data it started on", fragment,
+            "--overwrite")
+    assert snapshot(root, skip=()) == before
+
+
+def test_resume_on_swapped_labels_is_refused_naming_one(root, capsys):
+    image_id, now, was = swap_two_labels(root)
+    before = snapshot(root, skip=())
+    refused(ARGV + ["--resume"], capsys, f"the label of image {image_id} was {was!r} and is now {now!r}")
+    assert snapshot(root, skip=()) == before
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_before_the_config_changes(root, capsys):
+    before = snapshot(root)
+    refused([*ARGV, "--resume", "--epochs", "1"], capsys, "--epochs 1", "has done 2 epochs already")
+    assert snapshot(root) == before
+    assert json.loads((root / "out" / "config.json").read_text())["epochs"] == 2
+
+
+def test_a_finished_run_predicts_changed_test_images_again(root, capsys):
+    write_png(root / "k" / "test" / "4.png", onp.random.default_rng(9))
+    os.remove(root / "k" / "test" / "1.png")
+    params = param_values(root / "out" / "model-0000.params")
+    train.main(ARGV + ["--resume"])
+    assert "the test images are not those of out/submission.csv: predicting them again" in capsys.readouterr().out
+    assert list(pd.read_csv(root / "out" / "submission.csv")["id"]) == [2, 3, 4]
+    for got, expected in zip(param_values(root / "out" / "model-0000.params"), params):  # no training
+        onp.testing.assert_array_equal(got, expected)
+    assert json.loads((root / "out" / "config.json").read_text())["data"]["test"]["images"] == 3
+    train.main(ARGV + ["--resume"])  # now the run is finished on these test images
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_an_image_damaged_keeping_size_and_mtime_is_named_by_the_reorganisation(root, capsys):
+    path = root / "k" / "train" / "7.png"
+    data = path.read_bytes()
+    rewrite_keeping_size_and_mtime(path, data[:40] + b"\xff" * (len(data) - 40))
+    before = snapshot(root / "k")
+    refused([*ARGV, "--output-dir", "new"], capsys, "k/train/7.png")
+    assert snapshot(root / "k") == before
