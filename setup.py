@@ -23,7 +23,6 @@ setup(
         f"numpy>=2.1,<2.6; {NEW}",  # 2.1 is the first with 3.13 wheels; tested up to 2.5.5
         "pandas",
         f"d2l==1.0.3; {OLD}",
-        "gluoncv==0.10.5.post0",
         "matplotlib",
         "Pillow",  # decodes every image once at reorganisation, to reject corrupt files early
         "opencv-python",  # the fast input and inference paths decode and resize with it
