@@ -41,9 +41,10 @@ setup(
         "gpu": [f"mxnet-cu112==1.9.1; {OLD}", f"graphviz>=0.8.1,<0.9; {NEW}"],
         "test": ["pytest", "nbclient", "ipykernel", "tensorboardX"],
         "tensorboard": ["tensorboardX"],  # train --tensorboard
-        # `python -m gluon_cifar.export --onnx`: MXNet 1.9.1's exporter uses onnx.mapping, gone in 1.16;
-        # on 3.12+ (no onnx<1.16 wheel for 3.13) gluon_cifar.numpy_compat.restore_onnx_mapping() restores it,
-        # and ONNX Runtime, which needs NumPy >= 1.24, installs beside MXNet.
-        "onnx": [f"onnx<1.16; {OLD}", f"onnx>=1.17; {NEW}", f"onnxruntime; {NEW}"],
+        # `python -m gluon_cifar.export --onnx`: its opset 13 needs onnx >= 1.8; MXNet 1.9.1's exporter uses
+        # onnx.mapping, gone in 1.16; on 3.12+ (no onnx<1.16 wheel for 3.13)
+        # gluon_cifar.numpy_compat.restore_onnx_mapping() restores it, and ONNX Runtime, which needs
+        # NumPy >= 1.24, installs beside MXNet.
+        "onnx": [f"onnx>=1.8,<1.16; {OLD}", f"onnx>=1.17; {NEW}", f"onnxruntime; {NEW}"],
     },
 )
