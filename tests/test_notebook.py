@@ -33,6 +33,7 @@ def test_notebook_test_mode_runs_to_the_end_and_writes_the_submission(data, tiny
         monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", os.path.relpath(tiny_copy, tmp_path))
     else:
         monkeypatch.delenv("GLUON_CIFAR_DATA_DIR", raising=False)
+        (tmp_path / "home").mkdir()
         monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the demo cache: ~/.cache/gluon_cifar
         monkeypatch.setenv("GLUON_CIFAR_DEMO_URL", "http://127.0.0.1:9/kaggle_cifar10_tiny.zip")  # refused: offline
     monkeypatch.setenv("GLUON_CIFAR_NOTEBOOK_SMOKE", "1")  # a run of seconds
