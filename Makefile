@@ -32,7 +32,7 @@ define check_python
 	  echo "rebuilding $(1): built by $${built:-an unrecorded Python}, now $(PY_ID)"; rm -rf $(1); fi
 endef
 
-.PHONY: demo test test-fast bench clean onnx-env FORCE
+.PHONY: demo test test-fast check-foreign bench clean onnx-env FORCE
 
 $(VENV)/installed: setup.py requirements-nodeps.txt $(call stale,$(VENV))
 	$(call check_python,$(VENV))
@@ -50,6 +50,12 @@ test: $(TEST_ENVS)
 # The tier to run while working: everything but the full-pipeline subprocess runs (marked slow).
 test-fast: $(TEST_ENVS)
 	$(PY) -m pytest -q -m "not slow" tests
+
+# The package in a throwaway environment of a user's own stack, installed with the README's two commands:
+# the newest NumPy 2, SciPy and onnxruntime, a stand-in PyTorch 2; Python 3.12 unless PYTHON=. Trains the demo
+# and --recipe strong one epoch each, predicts, and runs the ONNX export in ONNX Runtime (tests/foreign/run.sh).
+check-foreign:
+	$(if $(PYTHON),PYTHON=$(PYTHON)) bash tests/foreign/run.sh
 
 # ONNX Runtime's own environment, no MXNet: needed on <= 3.11 only (onnxruntime needs numpy >= 1.24,
 # which MXNet 1.9.1 gets only on 3.12+, where .venv has onnxruntime itself).

@@ -23,7 +23,6 @@ setup(
         f"numpy>=2.1,<2.6; {NEW}",  # 2.1 is the first with 3.13 wheels; tested up to 2.5.5
         "pandas",
         f"d2l==1.0.3; {OLD}",
-        "gluoncv==0.10.5.post0",
         "matplotlib",
         "Pillow",  # decodes every image once at reorganisation, to reject corrupt files early
         "opencv-python",  # the fast input and inference paths decode and resize with it
@@ -42,9 +41,10 @@ setup(
         "gpu": [f"mxnet-cu112==1.9.1; {OLD}", f"graphviz>=0.8.1,<0.9; {NEW}"],
         "test": ["pytest", "nbclient", "ipykernel", "tensorboardX"],
         "tensorboard": ["tensorboardX"],  # train --tensorboard
-        # `python -m gluon_cifar.export --onnx`: MXNet 1.9.1's exporter uses onnx.mapping, gone in 1.16;
-        # on 3.12+ (no onnx<1.16 wheel for 3.13) gluon_cifar.numpy_compat.restore_onnx_mapping() restores it,
-        # and ONNX Runtime, which needs NumPy >= 1.24, installs beside MXNet.
-        "onnx": [f"onnx<1.16; {OLD}", f"onnx>=1.17; {NEW}", f"onnxruntime; {NEW}"],
+        # `python -m gluon_cifar.export --onnx`: its opset 13 needs onnx >= 1.8; MXNet 1.9.1's exporter uses
+        # onnx.mapping, gone in 1.16; on 3.12+ (no onnx<1.16 wheel for 3.13)
+        # gluon_cifar.numpy_compat.restore_onnx_mapping() restores it, and ONNX Runtime, which needs
+        # NumPy >= 1.24, installs beside MXNet.
+        "onnx": [f"onnx>=1.8,<1.16; {OLD}", f"onnx>=1.17; {NEW}", f"onnxruntime; {NEW}"],
     },
 )

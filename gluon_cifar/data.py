@@ -11,6 +11,7 @@ import logging
 import math
 import multiprocessing
 import os
+import random
 import re
 import unicodedata
 import urllib.parse
@@ -18,7 +19,7 @@ import zipfile
 
 import numpy as onp
 import pandas as pd
-from mxnet import gluon, image
+from mxnet import gluon, image, np
 from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
@@ -700,18 +701,43 @@ class ReflectPad(gluon.HybridBlock):
         return F.np.pad(x, self._pad_width, mode="reflect")
 
 
+class RandomCrop(gluon.Block):
+    """A random `size` x `size` window of an HWC image, not resampled (MXNet's `image.random_crop`)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self._size = (size, size)
+
+    def forward(self, x):
+        return image.random_crop(x, self._size)[0]
+
+
+class Cutout(gluon.Block):
+    """Fill one random `size` x `size` square that lies inside an HWC image with the pixel `fill`.
+
+    MXNet 1.9.1 has no random erasing; this is GluonCV's `RandomErasing` fixed to a square, always applied.
+    """
+
+    def __init__(self, size, fill):
+        super().__init__()
+        self._size, self._fill = size, fill
+
+    def forward(self, x):
+        height, width, _ = x.shape
+        top, left = random.randint(0, height - self._size), random.randint(0, width - self._size)
+        x = x.copy()
+        x[top:top + self._size, left:left + self._size] = np.array(self._fill, dtype=x.dtype)
+        return x
+
+
 def padcrop_train_transform(cutout=0):
     """The usual CIFAR augmentation: reflect-pad 4, random 32x32 crop, flip; no resampling, unlike the chapter's.
 
-    With `cutout` > 0, one random `cutout` x `cutout` square is filled with the mean pixel (GluonCV's
-    `RandomErasing`, fixed to a square that lies inside the image).
+    With `cutout` > 0, one random `cutout` x `cutout` square inside the image is filled with the mean pixel.
     """
-    from gluoncv.data.transforms.block import RandomCrop, RandomErasing  # only this recipe needs GluonCV
     steps = [ReflectPad(4), RandomCrop(32), transforms.RandomFlipLeftRight()]
     if cutout:
-        area = cutout ** 2 / 32 ** 2
-        steps.append(RandomErasing(probability=1.0, s_min=area, s_max=area, ratio=1.0,
-                                   mean=tuple(255 * m for m in CIFAR10_MEAN)))
+        steps.append(Cutout(cutout, tuple(int(255 * m) for m in CIFAR10_MEAN)))
     return transforms.Compose(steps + [test_transform()])
 
 

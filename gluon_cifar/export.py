@@ -32,6 +32,9 @@ from .runtime import check_mxnet_environment
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
 # fusion) know only the legacy ones. The residual adds have operands of equal shapes.
 LEGACY_OPS = {"_npx_relu": ("Activation", {"act_type": "relu"}), "_npi_add": ("elemwise_add", {})}
+# The ONNX opset every export is stamped with: MXNet 1.9.1's newest converters are opset 13's, and it picks
+# them for any newer opset the installed onnx offers. Opset 13 needs IR version 7: ONNX Runtime >= 1.6 loads it.
+ONNX_OPSET = 13
 
 
 def exported_files(prefix):
@@ -225,17 +228,29 @@ def finish_onnx_graph(graph, num_classes):
     graph.output[0].type.tensor_type.shape.dim[1].dim_value = num_classes
 
 
+def pin_onnx_versions(model):
+    """Stamp `model` with ONNX_OPSET and the lowest IR version that opset needs, in place of the newest
+    ones of the onnx that exported it, which older ONNX Runtimes refuse to load."""
+    from onnx import helper
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", ONNX_OPSET))
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
+
+
 def export_onnx(prefix, output):
     """Convert the export under `prefix` to an ONNX model at `output`, atomically; return its classes path.
 
     The batch axis is dynamic (named `batch`); the input is `data`, float32 NCHW normalised as by the
-    chapter's test transform, the output the logits.
+    chapter's test transform, the output the logits. Opset ONNX_OPSET (13), IR version 7, whatever onnx exports.
     """
     try:
         import onnx
+        new_enough = onnx.defs.onnx_opset_version() >= ONNX_OPSET  # onnx >= 1.8
     except ImportError:
-        raise InputError("ONNX export needs the onnx package (the package's [onnx] extra): pip install "
-                         + ("'onnx<1.16'" if sys.version_info < (3, 12) else "'onnx>=1.17'")) from None
+        new_enough = False
+    if not new_enough:
+        raise InputError("ONNX export needs the onnx package, 1.8 or newer (the package's [onnx] extra): pip install "
+                         + ("'onnx>=1.8,<1.16'" if sys.version_info < (3, 12) else "'onnx>=1.17'"))
     numpy_compat.restore_onnx_mapping()  # onnx >= 1.16 (the only onnx for Python 3.13) has none
     files, classes = check_exported(prefix)
     classes_file = os.path.splitext(output)[0] + "-classes.json"
@@ -261,6 +276,7 @@ def export_onnx(prefix, output):
         except (mx.base.MXNetError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise InputError(f"cannot convert {files['symbol']} to ONNX: {shorten(str(err).strip(), 200)}") from None
         model = onnx.load(tmp)
+        pin_onnx_versions(model)
         finish_onnx_graph(model.graph, len(classes))
         onnx.checker.check_model(model)
         onnx.save(model, tmp)

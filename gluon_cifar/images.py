@@ -28,7 +28,9 @@ def image_size(path):
     Images over PIL's limit (`Image.MAX_IMAGE_PIXELS`, about 89 million pixels) are refused before
     decoding, so a small file that expands to gigabytes cannot exhaust memory.
     """
-    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # GluonCV's import sets it
+    # PIL's leniency is process-wide: GluonCV's import turns it on, as does the usual notebook fix for "image
+    # file is truncated". Strict for this check, then restored.
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

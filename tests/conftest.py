@@ -64,6 +64,6 @@ def tiny_copy(tmp_path):
 
 
 def pytest_configure(config):
-    # MXNet 1.9.1's own split_and_load and GluonCV's version check use deprecated calls; not ours.
+    # MXNet 1.9.1's own split_and_load and version checks use deprecated calls; not ours.
     config.addinivalue_line("filterwarnings", "ignore:ndarray.as_in_context has been renamed:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:distutils Version classes are deprecated:DeprecationWarning")

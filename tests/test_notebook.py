@@ -20,13 +20,23 @@ def test_notebook_is_committed_without_outputs():
 
 
 @pytest.mark.slow
-def test_notebook_runs_on_the_tiny_set_and_writes_the_submission(tiny_copy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("data", ["given", "none"])
+def test_notebook_test_mode_runs_to_the_end_and_writes_the_submission(data, tiny_copy, tmp_path, monkeypatch):
+    """With GLUON_CIFAR_DATA_DIR given as a path relative to the shell's folder (the kernel runs elsewhere),
+    and with none: offline, the download fails and the notebook trains on the bundled sample."""
     # A kernelspec for this interpreter (the venv's), found first through JUPYTER_PATH, so the
     # kernel never resolves to another Python installed on the machine.
     install(kernel_name=KERNEL, prefix=str(tmp_path / "jupyter"))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
-    monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", tiny_copy)  # where the data is
-    monkeypatch.setenv("GLUON_CIFAR_NOTEBOOK_SMOKE", "1")  # and a run of seconds on it
+    if data == "given":
+        monkeypatch.setenv("PWD", str(tmp_path))  # the shell's folder, where the variable was set
+        monkeypatch.setenv("GLUON_CIFAR_DATA_DIR", os.path.relpath(tiny_copy, tmp_path))
+    else:
+        monkeypatch.delenv("GLUON_CIFAR_DATA_DIR", raising=False)
+        (tmp_path / "home").mkdir()
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the demo cache: ~/.cache/gluon_cifar
+        monkeypatch.setenv("GLUON_CIFAR_DEMO_URL", "http://127.0.0.1:9/kaggle_cifar10_tiny.zip")  # refused: offline
+    monkeypatch.setenv("GLUON_CIFAR_NOTEBOOK_SMOKE", "1")  # a run of seconds
     # The kernel shares the cores with the rest of the suite: one OpenMP thread, so it never
     # spin-waits for a core another process holds.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

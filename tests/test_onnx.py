@@ -96,6 +96,13 @@ def inputs(images):
     return onp.stack([dataset[i][0].asnumpy() for i in range(len(dataset))])
 
 
+def test_onnx_model_has_the_documented_opset_and_the_lowest_ir_version_it_needs(exported):
+    """Opset 13 and IR version 7 (ONNX Runtime >= 1.6), whatever the exporting onnx's newest are."""
+    model = onnx.load(exported + ".onnx")
+    assert [(opset.domain, opset.version) for opset in model.opset_import] == [("", 13)]
+    assert model.ir_version == 7
+
+
 def test_onnx_runtime_logits_match_mxnet_at_two_batch_sizes(exported, inputs, onnx_python, tmp_path):
     net, _ = load_exported(exported, mx.cpu())
     expected = net(mx.np.array(inputs)).asnumpy()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make check-foreign: the package in an environment it did not choose, as a user with their own stack has it.
+# A throwaway venv (Python 3.12 by default, or PYTHON=) gets the newest NumPy 2, SciPy and onnxruntime from
+# the registry and a stand-in PyTorch 2 (tests/foreign/torch), then the package with the README's two
+# commands for an existing environment. Then: the demo (bundled sample, 1 epoch), --recipe strong --cutout 8
+# for 1 epoch on it (batch 32), predict, and the ONNX export run by examples/onnx_predict.py in ONNX Runtime, which
+# must write predict's submission. Any failing step stops the script with its name and a non-zero status.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PYTHON=${PYTHON:-$HOME/.pyenv/versions/3.12.1/bin/python3.12}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gluon_cifar_foreign.XXXXXX")
+STEP="start"
+START=$SECONDS
+trap 'status=$?; [ $status -eq 0 ] || echo "check-foreign: FAILED at step: $STEP (exit $status; its output is above)" >&2; rm -rf "$WORK"' EXIT
+
+step() { STEP=$1; echo "== [$((SECONDS - START)) s] $1"; }
+
+step "a throwaway venv with $("$PYTHON" --version 2>&1) and the user's own stack"
+"$PYTHON" -m venv "$WORK/venv"
+PY=$WORK/venv/bin/python
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q "numpy>=2" scipy onnxruntime
+cp -r "$REPO/tests/foreign/torch" "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+
+step "the README's two commands for an existing environment"
+(cd "$REPO" && "$PY" -m pip install -q -e '.[cpu,onnx]' && "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt)
+"$PY" - <<'EOF'
+import importlib.metadata as md, torch, numpy as np, scipy.special
+scipy.special.logsumexp(np.ones(3))  # SciPy's array-API check, with torch imported
+print("  " + ", ".join(f"{name} {md.version(name)}" for name in ("numpy", "scipy", "onnx", "onnxruntime", "mxnet"))
+      + f", torch {torch.__version__} (stand-in)")
+EOF
+
+cd "$WORK"
+CACHE=(--cache-dir "$WORK/cache" --demo-source bundled)
+
+step "the demo: the bundled sample, 1 epoch"
+"$PY" -m gluon_cifar.train "${CACHE[@]}" --epochs 1 --output-dir demo
+
+step "--recipe strong --cutout 8, 1 epoch (it imported GluonCV, which refuses PyTorch 2)"
+# Batch 32: the recipe's lr 0.2 is for batch 128; at the demo's batch 4 it can diverge.
+"$PY" -m gluon_cifar.train "${CACHE[@]}" --recipe strong --cutout 8 --epochs 1 --batch-size 32 --output-dir strong
+
+step "predict with the demo's model"
+"$PY" -m gluon_cifar.predict --model demo/model --images cache/demo_sample/test --output predict.csv
+
+step "ONNX export, run by examples/onnx_predict.py in ONNX Runtime"
+"$PY" -m gluon_cifar.export --model demo/model --onnx model.onnx
+"$PY" -c "import onnx; m = onnx.load('model.onnx'); print(f'  IR version {m.ir_version}, opset {m.opset_import[0].version}')"
+"$PY" "$REPO/examples/onnx_predict.py" --model model.onnx --images cache/demo_sample/test --output onnx.csv
+cmp predict.csv onnx.csv
+
+STEP="done"
+echo "check-foreign: passed in $((SECONDS - START)) s (venv and installs included)"
