@@ -16,7 +16,7 @@ setup(
     version="0.1.0",
     description="The d2l Kaggle CIFAR-10 chapter (MXNet/Gluon) as an installable, tested package",
     packages=find_packages(include=["gluon_cifar", "gluon_cifar.*"]),
-    package_data={"gluon_cifar": ["demo_sample.zip"]},  # the offline demo (gluon_cifar.data.bundled_sample)
+    package_data={"gluon_cifar.data": ["demo_sample.zip"]},  # the offline demo (gluon_cifar.data.sources.bundled_sample)
     python_requires=">=3.8,<3.14",
     install_requires=[
         f"numpy==1.23.5; {OLD}",  # MXNet 1.9.1 uses np.bool (removed in 1.24); d2l 1.0.3 pins the same

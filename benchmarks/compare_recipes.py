@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from gluon_cifar.runtime import use_all_cores
+from gluon_cifar.cli import use_all_cores
 
 use_all_cores()  # before MXNet loads
 
@@ -34,8 +34,13 @@ from mxnet import init, npx  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
 import gluon_cifar  # noqa: E402
-from gluon_cifar import data, loop, predict, recipes, train  # noqa: E402
-from gluon_cifar.model import resnet18, resnet_block  # noqa: E402
+from gluon_cifar import predict, train
+from gluon_cifar.training import loop, recipes
+from gluon_cifar.model import resnet18, resnet_block# noqa: E402
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import make_train_transform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {  # the recipes table of docs/recipes.md, as command-line flags of `python -m gluon_cifar.train`
@@ -59,7 +64,7 @@ MODELS = {"resnet20": resnet20, "resnet18": resnet18}
 
 def prepare_subset(data_dir, subset, workdir):
     """A Kaggle-layout folder in `workdir` with the first `subset` labelled images of `data_dir`."""
-    labels = data.read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
+    labels = read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
     ids = sorted(labels, key=int)[:subset]
     source = data_dir
     if not os.path.isdir(os.path.join(data_dir, "train")):
@@ -90,7 +95,7 @@ def run_recipe(flags, seed, datasets, model, devices):
     """Train a fresh `model` with the recipe `flags` and seed; return its config, time and accuracies."""
     args = train.parse_config(flags + ["--seed", str(seed)])
     loop.seed_everything(seed)
-    loaders = data.make_loaders(datasets, args.batch_size, data.make_train_transform(args.augment, args.cutout))
+    loaders = make_loaders(datasets, args.batch_size, make_train_transform(args.augment, args.cutout))
     num_classes = len(datasets["train"].synsets)
     net = MODELS[model](num_classes)
     net.initialize(init.Xavier(), ctx=devices)
@@ -130,7 +135,7 @@ def main():
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="compare_recipes.") as workdir:
         kaggle = prepare_subset(opts.data_dir, opts.subset, workdir)
-        datasets = data.load_datasets(data.reorg_cifar10_data(kaggle, opts.valid_ratio))
+        datasets = load_datasets(reorg_cifar10_data(kaggle, opts.valid_ratio))
         sizes = {split: len(datasets[split]) for split in ("train", "valid")}
         logging.info("subset of %d images: %d train, %d held out", opts.subset, sizes["train"], sizes["valid"])
         runs = {}

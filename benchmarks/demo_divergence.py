@@ -21,8 +21,12 @@ import gluon_cifar  # noqa: E402,F401  (first: the NumPy names MXNet reads)
 import mxnet as mx  # noqa: E402
 from mxnet import gluon, init, npx  # noqa: E402
 
-from gluon_cifar import data, loop, model  # noqa: E402
-from gluon_cifar.errors import InputError  # noqa: E402
+from gluon_cifar import model
+from gluon_cifar.training import loop
+from gluon_cifar.errors import InputError# noqa: E402
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import chapter_train_transform
 
 BATCH, LR, WD, LR_PERIOD, LR_DECAY = 4, 0.1, 5e-4, 50, 0.1  # the chapter's demo numbers
 
@@ -70,15 +74,15 @@ def main():
     npx.set_np()
     devices = [mx.cpu()]
     with tempfile.TemporaryDirectory() as tmp:
-        reorg = data.reorg_cifar10_data(args.data_dir, 0.1, reorg_dir=os.path.join(tmp, "train_valid_test"))
-        datasets = data.load_datasets(reorg)
+        reorg = reorg_cifar10_data(args.data_dir, 0.1, reorg_dir=os.path.join(tmp, "train_valid_test"))
+        datasets = load_datasets(reorg)
         print(f"{len(datasets['train'])} training images, batch {BATCH}, lr {LR}, one epoch; mean loss: over the "
               f"batches before the first non-finite one")
         print(f"{'seed':>4} {'loop':8} {'first non-finite batch':>23} {'mean loss':>10} {'valid acc':>10} {'seconds':>8}")
         for seed in args.seeds:
             for name in args.loops:
                 loop.seed_everything(seed)
-                loaders = data.make_loaders(datasets, BATCH, data.chapter_train_transform(), splits=("train", "valid"))
+                loaders = make_loaders(datasets, BATCH, chapter_train_transform(), splits=("train", "valid"))
                 started = time.perf_counter()
                 epoch = chapter_epoch if name == "chapter" else package_epoch
                 first_bad, mean, valid_acc = epoch(loaders["train"], loaders["valid"], devices)

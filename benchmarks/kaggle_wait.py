@@ -18,7 +18,6 @@ Prints each row's seconds, images/s and ratio to today, and a linear extrapolati
 (50,000 + 300,000 for the reorganisation), which is an extrapolation and says so.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -67,7 +66,7 @@ with open(output, "w", newline="") as f:
 REORG = """
 import os, resource, sys, time
 os.sched_setaffinity(0, {int(c) for c in sys.argv[3].split(",")})
-from gluon_cifar.data import reorg_cifar10_data
+from gluon_cifar.data.reorg import reorg_cifar10_data
 def cpu():
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(r.ru_utime + r.ru_stime for r in usage)
@@ -88,7 +87,8 @@ def timed_command(argv, pythonpath=REPO):
 def reference_export(folder):
     """The shared reference ResNet-18 exported as training exports it (and as model.onnx where onnx is there)."""
     import mxnet as mx
-    from gluon_cifar.export import export_model, export_onnx
+    from gluon_cifar.deploy.export import export_model
+    from gluon_cifar.deploy.onnx import export_onnx
     from gluon_cifar.model import resnet18
     from gluon_cifar.errors import InputError
     mx.npx.set_np()
@@ -107,7 +107,8 @@ def reference_export(folder):
 
 def kaggle_subset(data_dir, n_train, test_folder, dst):
     """A Kaggle-layout folder of hard links: the first `n_train` training images, their labels, `test_folder`."""
-    from gluon_cifar.data import list_images, read_csv_labels
+    from gluon_cifar.data.labels import read_csv_labels
+    from gluon_cifar.images import list_images
     labels = read_csv_labels(os.path.join(data_dir, "trainLabels.csv"))
     for split, paths in (("train", [p for _, p in list_images(os.path.join(data_dir, "train"))[:n_train]]),
                          ("test", [p for _, p in list_images(test_folder)])):

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from gluon_cifar.runtime import use_all_cores
+from gluon_cifar.cli import use_all_cores
 
 use_all_cores()  # before MXNet loads
 
@@ -33,8 +33,12 @@ import numpy as onp  # noqa: E402
 from mxnet import npx  # noqa: E402
 
 import gluon_cifar  # noqa: E402
-from gluon_cifar import data, export  # noqa: E402
-from gluon_cifar.model import resnet18  # noqa: E402
+from gluon_cifar import data, export# noqa: E402
+from gluon_cifar.model import resnet18# noqa: E402
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.loaders import ImageFilesDataset
+from gluon_cifar.deploy.export import export_model, load_exported
+from gluon_cifar.images import INPUT_SHAPE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
@@ -92,9 +96,9 @@ def export_reference(params_file, folder):
     net = resnet18(10)
     net.load_parameters(params_file, ctx=mx.cpu())
     net.hybridize()
-    net(mx.np.zeros((1,) + export.INPUT_SHAPE))
+    net(mx.np.zeros((1,) + INPUT_SHAPE))
     prefix = os.path.join(folder, "model")
-    export.export_model(net, prefix, [str(k) for k in range(10)])
+    export_model(net, prefix, [str(k) for k in range(10)])
     export.export_onnx(prefix, prefix + ".onnx")
     return prefix
 
@@ -121,7 +125,7 @@ def main():
         if not os.path.exists(path):
             sys.exit(f"error: {path} not found (the ONNX Runtime environment: make onnx-env)")
 
-    dataset = data.ImageFilesDataset(args.images).transform_first(data.test_transform())
+    dataset = ImageFilesDataset(args.images).transform_first(data_transforms.test_transform())
     if len(dataset) < args.batch_size:
         sys.exit(f"error: {args.images}: {len(dataset)} images, fewer than --batch-size {args.batch_size}")
     X = mx.np.stack([dataset[i][0] for i in range(args.batch_size)])
@@ -130,7 +134,7 @@ def main():
         with_weights_as_inputs(prefix + ".onnx", os.path.join(folder, "raw.onnx"))
         inputs_file = os.path.join(folder, "X.npy")
         onp.save(inputs_file, X.asnumpy())
-        net, _ = export.load_exported(prefix, mx.cpu())
+        net, _ = load_exported(prefix, mx.cpu())
         rows = {"MXNet (load_exported)": [], "ONNX Runtime (model.onnx)": [], "ONNX Runtime, raw export": []}
         for _ in range(args.rounds):
             rows["MXNet (load_exported)"] += mxnet_seconds(net, X, args.warmup, args.repeats)

@@ -19,7 +19,8 @@ import PIL
 
 import gluon_cifar
 from gluon_cifar import images
-from gluon_cifar.data import list_images, reorg_cifar10_data
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.images import list_images
 from run import timed  # benchmarks/run.py, beside this script
 
 

@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RERUN = """
 import sys, time
 import gluon_cifar
-from gluon_cifar.data import reorg_cifar10_data
+from gluon_cifar.data.reorg import reorg_cifar10_data
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])  # built on the first call, then found complete
 start = time.perf_counter()
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])

@@ -35,7 +35,7 @@ REPO = os.path.dirname(HERE)
 SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 
-from gluon_cifar.runtime import use_all_cores  # noqa: E402
+from gluon_cifar.cli import use_all_cores
 
 use_all_cores()  # before MXNet loads: every core unless OMP_NUM_THREADS is set
 
@@ -43,12 +43,20 @@ import mxnet as mx  # noqa: E402
 import numpy as onp  # noqa: E402
 from mxnet import npx  # noqa: E402
 
-from gluon_cifar import data, fastdata, fastinfer, predict  # noqa: E402
-from gluon_cifar.export import export_model, load_exported  # noqa: E402
-from gluon_cifar.model import get_net, resnet18  # noqa: E402
+from gluon_cifar import predict
+from gluon_cifar.data import fastdata
+from gluon_cifar.deploy import fastinfer
+from gluon_cifar.deploy.export import export_model, load_exported
+from gluon_cifar.model import get_net, resnet18# noqa: E402
 
 sys.path.insert(0, HERE)
 from test_folder import make_test_folder  # noqa: E402
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import REORG_DIRNAME, reorg_cifar10_data
+from gluon_cifar.data.sources import unpack_archives
+from gluon_cifar.data.transforms import chapter_train_transform
+from gluon_cifar.images import list_images
 
 BATCH = 128
 CORES = os.cpu_count() or 1
@@ -117,7 +125,7 @@ def prepare_kaggle_dir(root, source):
             os.symlink(os.path.abspath(path), target)
         else:
             shutil.copyfile(path, target)
-    data.unpack_archives(dst)
+    unpack_archives(dst)
     return dst
 
 
@@ -136,7 +144,7 @@ def reference_export(root):
 
 def first_files(folder, count, dst):
     """A folder of hard links to the first `count` images of `folder` (in id order)."""
-    return link_files([path for _, path in data.list_images(folder)[:count]], dst)
+    return link_files([path for _, path in list_images(folder)[:count]], dst)
 
 
 def link_files(paths, dst):
@@ -153,7 +161,7 @@ def link_files(paths, dst):
 def reorg_rows(kaggle_dir, root, repeats):
     """The chapter's copy-based reorganisation (d2l's own functions) against ours, first run and re-run."""
     from d2l import mxnet as d2l
-    chapter_dir = os.path.join(kaggle_dir, data.REORG_DIRNAME)
+    chapter_dir = os.path.join(kaggle_dir, REORG_DIRNAME)
     ours_dir = os.path.join(root, "reorg_ours")
 
     def chapter():
@@ -167,13 +175,13 @@ def reorg_rows(kaggle_dir, root, repeats):
     def ours():
         shutil.rmtree(ours_dir, ignore_errors=True)
         start = time.perf_counter()
-        data.reorg_cifar10_data(kaggle_dir, 0.1, ours_dir)
+        reorg_cifar10_data(kaggle_dir, 0.1, ours_dir)
         return time.perf_counter() - start
 
     baseline = [chapter() for _ in range(repeats)]
     shutil.rmtree(chapter_dir, ignore_errors=True)
     first = [ours() for _ in range(repeats)]
-    rerun = timed(lambda: data.reorg_cifar10_data(kaggle_dir, 0.1, ours_dir), 3, warmup=0)
+    rerun = timed(lambda: reorg_cifar10_data(kaggle_dir, 0.1, ours_dir), 3, warmup=0)
     images = len(os.listdir(os.path.join(kaggle_dir, "train"))) + len(os.listdir(os.path.join(kaggle_dir, "test")))
     return ours_dir, [
         row(f"reorg, first run ({images} images)", measure("chapter: shutil.copy", baseline, "s"),
@@ -186,8 +194,8 @@ def reorg_rows(kaggle_dir, root, repeats):
 
 def pipeline_rows(reorg_dir, batches, repeats):
     """Images per second out of the chapter's training loader and out of FastLoader (same augmentation)."""
-    datasets = data.load_datasets(reorg_dir)
-    chapter_loader = data.make_loaders(datasets, BATCH, data.chapter_train_transform())["train"]
+    datasets = load_datasets(reorg_dir)
+    chapter_loader = make_loaders(datasets, BATCH, chapter_train_transform())["train"]
     start = time.perf_counter()
     images, labels, _ = fastdata.decoded_split(reorg_dir, "train")
     decode_seconds = time.perf_counter() - start
@@ -329,7 +337,7 @@ def prediction_rows(prefix, test_folder, train_dir, root, n_baseline, n_ours, n_
     """PNG files to submission.csv: the chapter's predict path and ours (--int8), scaled to 300,000 files."""
     base_dir = first_files(test_folder, n_baseline, os.path.join(root, f"predict_{n_baseline}"))
     ours_dir = test_folder if full else first_files(test_folder, n_ours, os.path.join(root, f"predict_{n_ours}"))
-    n_ours = len(data.list_images(ours_dir))
+    n_ours = len(list_images(ours_dir))
 
     def chapter():
         net, classes = load_exported(prefix, mx.cpu())
@@ -360,8 +368,8 @@ def quality_rows(prefix, test_folder, kaggle_dir, calib_images, n_agree, n_label
     _, p32 = fastinfer.predict_fast(fp32, test, BATCH)
     _, p8 = fastinfer.predict_fast(int8, test, BATCH)
     agreement = float(onp.mean(onp.array(p32) == onp.array(p8)))
-    labels = data.read_csv_labels(os.path.join(kaggle_dir, "trainLabels.csv"))
-    train = data.list_images(os.path.join(kaggle_dir, "train"))[-n_labelled:]  # far from the calibration images
+    labels = read_csv_labels(os.path.join(kaggle_dir, "trainLabels.csv"))
+    train = list_images(os.path.join(kaggle_dir, "train"))[-n_labelled:]  # far from the calibration images
     held = link_files([path for _, path in train], os.path.join(root, f"labelled_{n_labelled}"))
     truth = onp.array([CLASSES.index(labels[str(image_id)]) for image_id, _ in train])
     acc32 = float(onp.mean(onp.array(fastinfer.predict_fast(fp32, held, BATCH)[1]) == truth))

@@ -25,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from gluon_cifar import launch  # noqa: E402  (imports no MXNet: threads are set per process below)
+from gluon_cifar import launch# noqa: E402  (imports no MXNet: threads are set per process below)
+from gluon_cifar.training.launcher import free_port
 
 START, END = "scaling: start", "scaling: end"
 
@@ -34,9 +35,9 @@ def worker(args):
     """One process of a run: its loaders and net, `--warmup` steps, then the timed steps between two marks."""
     import mxnet as mx
     from mxnet import gluon, npx
-    from gluon_cifar.data import load_datasets, make_run_loaders
-    from gluon_cifar.distributed import create_kvstore, rank_and_size
-    from gluon_cifar.loop import make_trainer, seed_everything, train_one_epoch
+    from gluon_cifar.data.loaders import load_datasets, make_run_loaders
+    from gluon_cifar.training.distributed import create_kvstore, rank_and_size
+    from gluon_cifar.training.loop import make_trainer, seed_everything, train_one_epoch
     from gluon_cifar.model import get_net
 
     npx.set_np()
@@ -136,7 +137,7 @@ def main():
     if not args.data_dir:
         parser.error("--data-dir is required")
 
-    from gluon_cifar.data import reorg_cifar10_data
+    from gluon_cifar.data.reorg import reorg_cifar10_data
     scratch = tempfile.mkdtemp(prefix="scaling-")
     args.reorg_dir = reorg_cifar10_data(args.data_dir, 0.1, os.path.join(scratch, "reorg"))
     print(f"machine: {platform.processor() or platform.machine()}, {args.cores} cores; batch {args.batch_size} "
@@ -156,7 +157,7 @@ def main():
                              "cpu_s": roles, "seconds": one["seconds"]})
                 baseline = max(baseline or 0, rows[-1]["img_s"])
             for workers in args.workers:
-                layout = launch.plan(workers, args.servers, None, "127.0.0.1", launch.free_port(),
+                layout = launch.plan(workers, args.servers, None, "127.0.0.1", free_port(),
                                      ["--num-workers", str(loaders)], sys.executable, args.cores)
                 job, roles = run([(name, {**env, **service_threads} if not name.startswith("worker") else env,
                                    worker_argv(args, loaders) if name.startswith("worker") else argv)

@@ -15,8 +15,8 @@ import cv2
 import numpy as onp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from gluon_cifar.data import list_images  # noqa: E402
-from gluon_cifar.fastdata import decode_batch  # noqa: E402
+from gluon_cifar.images import list_images
+from gluon_cifar.data.fastdata import decode_batch
 
 _MARKER = ".complete"
 

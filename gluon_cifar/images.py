@@ -3,7 +3,9 @@
 Training (`data`, `fastdata`) and inference (`predict`, `fastinfer`, `export`) all read images through
 these functions, so both sides see the same pixels.
 """
+import os
 import queue
+import re
 import threading
 import warnings
 
@@ -14,7 +16,7 @@ from mxnet import image, npx
 from mxnet.base import MXNetError
 from PIL import Image, ImageFile
 
-from .errors import InputError
+from gluon_cifar.errors import InputError, shorten
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -118,3 +120,52 @@ def prefetch(iterable, depth=2):
         if item is done:
             return
         yield item
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+IMAGE_ID = re.compile(r"[0-9]+")  # ASCII digits: '²' and Arabic-Indic digits are not ids
+
+
+MAX_IMAGE_ID = 2 ** 63 - 1  # ids travel through MXNet's int64 batches (a larger one breaks the batch)
+
+
+def list_images(folder):
+    """Return [(id, path)] for the `<id>.png` files in `folder`, in numeric id order.
+
+    Ids are ASCII digits only, at most MAX_IMAGE_ID (int64). Hidden files are ignored; any other file, and
+    two files of one id (`1.png` and `1.PNG`, `2.png` and `002.png`), are an error, so nothing is silently
+    trained on or predicted twice.
+    """
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: {'not a folder' if os.path.exists(folder) else 'folder not found'}")
+    images = []
+    with os.scandir(folder) as entries:  # the listing's file types: no stat per file (60,000 files: 0.1 s)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            stem, ext = os.path.splitext(entry.name)
+            if ext.lower() not in IMAGE_EXTENSIONS or not IMAGE_ID.fullmatch(stem):
+                raise InputError(f"{entry.path}: not an image named <id>.png (ids are ASCII digits)")
+            if int(stem) > MAX_IMAGE_ID:
+                raise InputError(f"{entry.path}: image id {shorten(stem, 40)} is larger than {MAX_IMAGE_ID}, "
+                                 "the largest id the package handles; renumber the images")
+            if not _is_file(entry):
+                what = "a broken symbolic link" if entry.is_symlink() else "not a regular file"
+                raise InputError(f"{entry.path}: {what}")
+            images.append((int(stem), entry.path))
+    images.sort()
+    for (id_a, path_a), (id_b, path_b) in zip(images, images[1:]):
+        if id_a == id_b:
+            raise InputError(f"{path_a} and {os.path.basename(path_b)} are both image {id_a}: ambiguous, "
+                             "keep one")
+    return images
+
+
+def _is_file(entry):
+    """Whether a directory entry is a regular file or a link to one (a link loop is not)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False

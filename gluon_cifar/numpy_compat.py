@@ -73,7 +73,6 @@ if _missing(numpy, "compat"):
 _add(numpy.compat, {"basestring": str})
 
 
-
 def _print_scalars_as_numpy_1():
     if int(numpy.__version__.split(".")[0]) < 2 or numpy.get_printoptions()["legacy"] is not False:
         return

@@ -1,84 +1,23 @@
-"""Prediction stage: class indices -> label names -> Kaggle `submission.csv`.
+"""`python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv`.
 
-`python -m gluon_cifar.predict --model OUT/model --images DIR/test --output submission.csv` uses only the
-exported files (no model class), so it is also the deployment path on any machine with MXNet.
+Classifies a folder of `<id>.png` images with an export alone (no model class): the deployment path
+wherever MXNet runs. This module only parses the command line and calls `gluon_cifar.deploy.predict`.
 """
 if __name__ == "__main__":  # before MXNet loads: signals, the environment it reads, every core
-    from gluon_cifar.runtime import start_command
+    from gluon_cifar.cli import start_command
     start_command()
 
 import os
 
 import mxnet as mx
-import numpy as onp
-import pandas as pd
-from mxnet import gluon, np, npx
+from mxnet import npx
 
-from .fs import atomic_path, check_not_an_input
-from .data import ImageFilesDataset, check_num_workers, check_output_file, test_transform
-from .errors import ArgumentParser, InputError, report_input_errors
-from .export import exported_files, load_exported
-from .recipes import TTA_MODES
-from .runtime import check_mxnet_environment
-
-
-def predict_logits(net, X, tta="none"):
-    """`net`'s logits for batch `X`; with tta 'flip', the mean of each image's and its mirror's logits."""
-    y_hat = net(X)
-    if tta == "flip":
-        y_hat = (y_hat + net(np.flip(X, axis=3))) / 2
-    return y_hat
-
-
-def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none", probabilities=False):
-    """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order,
-    and with `probabilities` a third item: the softmax of each image's logits, one row per image."""
-    loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), batch_size,
-                                   shuffle=False, last_batch="keep", num_workers=num_workers)
-    ids, preds, probs = [], [], []
-    for X, batch_ids in loader:
-        y_hat = predict_logits(net, X.as_in_ctx(ctx), tta)
-        preds.extend(y_hat.argmax(axis=1).astype("int32").asnumpy().tolist())
-        ids.extend(batch_ids.asnumpy().astype(int).tolist())
-        if probabilities:
-            probs.extend(npx.softmax(y_hat).asnumpy())
-    return (ids, preds, probs) if probabilities else (ids, preds)
-
-
-def write_submission(path, ids, preds, classes):
-    """Write Kaggle's `id,label` CSV, mapping each class index to its name through `classes` (synsets)."""
-    table = pd.DataFrame({"id": ids, "label": [classes[p] for p in preds]})
-    with atomic_path(path, replace_any=True) as tmp:  # a file the user named
-        table.to_csv(tmp, index=False)
-
-
-def write_probabilities(path, ids, probs, classes, topk=None):
-    """Write `id,label,<class>...` with each class's probability; with `topk`, `id,label,top1,p1,...`
-    (the K likeliest classes and their probabilities) instead."""
-    probs = onp.asarray(probs)
-    order = onp.argsort(-probs, axis=1, kind="stable")
-    table = pd.DataFrame({"id": ids, "label": [classes[i] for i in order[:, 0]]})
-    if topk:
-        for k in range(min(topk, len(classes))):
-            table[f"top{k + 1}"] = [classes[i] for i in order[:, k]]
-            table[f"p{k + 1}"] = probs[onp.arange(len(ids)), order[:, k]]
-    else:
-        for i, name in enumerate(classes):
-            table[name] = probs[:, i]
-    with atomic_path(path, replace_any=True) as tmp:  # a file the user named
-        table.to_csv(tmp, index=False, float_format="%.6g")
-
-
-def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0, tta="none",
-                   probabilities=None, topk=None):
-    """Classify every `<id>.png` of `image_dir` and write the submission to `output` (and, with
-    `probabilities`, the class probabilities to that CSV); return the ids."""
-    ids, preds, *probs = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers, tta,
-                                 probabilities=bool(probabilities))
-    write_submission(output, ids, preds, classes)
-    if probabilities:
-        write_probabilities(probabilities, ids, probs[0], classes, topk)
-    return ids
+from gluon_cifar.cli import ArgumentParser, check_mxnet_environment, report_input_errors
+from gluon_cifar.deploy.export import exported_files, load_exported
+from gluon_cifar.deploy.predict import check_output_file, predict_folder, predict_folder_fast
+from gluon_cifar.errors import InputError
+from gluon_cifar.fs import check_not_an_input
+from gluon_cifar.settings import TTA_MODES, check_num_workers
 
 
 def build_parser():
@@ -106,23 +45,6 @@ def build_parser():
                            "of this folder of training <id>.png files (default: FP32)")
     fast.add_argument("--calib-size", type=int, default=512, help="images to calibrate INT8 with")
     return parser
-
-
-def predict_folder_fast(prefix, image_dir, output, batch_size, calib_dir=None, calib_size=512, tta="none"):
-    """`predict_folder` for an export through `gluon_cifar.fastinfer`: fused FP32, or INT8 calibrated on
-    the first `calib_size` training images of `calib_dir`; with tta 'flip', each image and its mirror in
-    the same pass. Returns the ids."""
-    from . import fastinfer
-    calib = fastinfer.read_calibration_images(calib_dir, calib_size) if calib_dir else None
-    net, classes = fastinfer.load_fast(prefix, batch_size, calib, tta=tta)
-    ids, preds = fastinfer.predict_fast(net, image_dir, batch_size, tta=tta)
-    write_submission(output, ids, preds, classes)
-    return ids
-
-
-def fused_applies(ctx):
-    """Whether `predict_folder_fast`'s fused FP32 graph runs on `ctx`: a CPU context, an MXNet with MKLDNN."""
-    return ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN")
 
 
 @report_input_errors

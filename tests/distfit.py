@@ -7,10 +7,11 @@ W devices and a job of W workers see the very same examples; run as a script, it
 """
 import sys
 
-from gluon_cifar.config import RunConfig
-from gluon_cifar.data import load_datasets, make_loaders, test_transform
-from gluon_cifar.distributed import create_kvstore, rank_and_size
-from gluon_cifar.loop import fit, seed_everything
+from gluon_cifar.settings import RunConfig
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.transforms import test_transform
+from gluon_cifar.training.distributed import create_kvstore, rank_and_size
+from gluon_cifar.training.loop import fit, seed_everything
 from gluon_cifar.model import get_net
 
 # A schedule with warm-up and a weight decay large enough to show if either were scaled differently.

@@ -16,9 +16,12 @@ import pytest
 
 from clitools import assert_one_error_line, run, run_with_file_size_limit, snapshot, truncate, write_bytes
 from conftest import make_kaggle_dir, write_png
-from gluon_cifar.checkpoint import RUN_MARKER
-from gluon_cifar.data import load_datasets, read_csv_labels, read_image, reorg_cifar10_data
-from gluon_cifar.export import export_model
+from gluon_cifar.fs import RUN_MARKER
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.loaders import load_datasets
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.images import read_image
+from gluon_cifar.deploy.export import export_model
 from gluon_cifar.model import get_net
 from gluon_cifar.train import main
 
@@ -231,7 +234,7 @@ import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat
 import mxnet as mx
 from mxnet import npx
 from gluon_cifar.errors import InputError
-from gluon_cifar.export import export_model
+from gluon_cifar.deploy.export import export_model
 from gluon_cifar.model import get_net
 npx.set_np()
 net = get_net([mx.cpu()], num_classes=3)

@@ -15,7 +15,7 @@ import pytest
 
 from clitools import assert_one_error_line, command
 from gluon_cifar.errors import InputError
-from gluon_cifar.runtime import check_mxnet_environment
+from gluon_cifar.cli import check_mxnet_environment
 
 
 def one_error_line(capsys, call, *fragments):
@@ -85,7 +85,7 @@ def test_a_stop_while_mxnet_loads_is_one_line(signum, code, line):
 
 # The training command's arguments and environment
 
-from gluon_cifar import train  # noqa: E402
+from gluon_cifar import train# noqa: E402
 
 
 def train_argv(data_dir, *extra):
@@ -115,14 +115,14 @@ def test_an_empty_path_or_device_is_refused(tmp_path, capsys, option):
 
 # The launcher: its own options and the workers' training arguments, before any process starts
 
-from gluon_cifar import launch  # noqa: E402
+from gluon_cifar import launch# noqa: E402
 
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--port", "70000"], "--port must be a TCP port, 1 to 65535, got 70000"),
     (["--port", "0"], "--port must be a TCP port"), (["--port", "-1"], "--port must be a TCP port"),
     (["--port", "http"], "argument --port: invalid int value"),
-    (["-s", "0"], "-s/--num-servers must be from 1"), (["-n", "100000"], "-n/--num-workers must be from 1 to 1024"),
+    (["-s", "0"], "-s/--num-servers must be from 1"), (["-n", "100000"], "-n/--workers must be from 1 to 1024"),
     (["--timeout", "nan"], "--timeout must be a finite number"), (["--timeout", "0"], "above 0"),
     (["--grace", "-1"], "--grace must be a finite number of seconds, at least 0"), (["--grace", "inf"], "--grace"),
     (["--python", "/does/not/exist"], "--python /does/not/exist does not exist"),
@@ -179,7 +179,7 @@ def test_tensorboard_without_an_importable_tensorboardx_is_one_line(tmp_path, mo
 # Stops in the outputs stage, and the settings a resumed run reads
 
 from conftest import make_kaggle_dir  # noqa: E402
-from gluon_cifar.export import export_model  # noqa: E402
+from gluon_cifar.deploy.export import export_model
 
 
 def interrupt_on_entering(code):
@@ -249,7 +249,7 @@ def test_the_resume_command_printed_finishes_the_run(stopped_in_export, tmp_path
 
 from mxnet import gluon  # noqa: E402
 
-from gluon_cifar.data import ImageFilesDataset  # noqa: E402
+from gluon_cifar.data.loaders import ImageFilesDataset
 
 BIG_ID = "1" * 30  # trained, then a KeyError and no submission
 
@@ -307,7 +307,7 @@ def test_a_reorganisation_that_cannot_link_or_copy_is_one_line(kaggle_dir, other
 
 # More of each family: paths of the wrong kind, empty paths of the other commands, bounds
 
-from gluon_cifar import export, predict  # noqa: E402
+from gluon_cifar import export, predict# noqa: E402
 
 
 def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path, capsys):

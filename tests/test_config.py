@@ -6,7 +6,7 @@ import os
 import pytest
 
 from gluon_cifar import train
-from gluon_cifar.config import RunConfig, changed_settings
+from gluon_cifar.settings import RunConfig, changed_settings
 from gluon_cifar.errors import InputError
 
 

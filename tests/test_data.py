@@ -3,8 +3,10 @@ import hashlib
 import os
 
 
-from gluon_cifar.data import (chapter_train_transform, load_datasets, make_loaders, read_csv_labels,
-                              reorg_cifar10_data)
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import chapter_train_transform
 
 SIZES = {"airplane": 10, "automobile": 12, "bird": 8}
 

@@ -15,9 +15,12 @@ import pytest
 
 from clitools import snapshot
 from conftest import CLASSES, TINY
-from gluon_cifar import data, fs
+from gluon_cifar import fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.train import main
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.sources import BUNDLED_SAMPLE, DEMO_URL_VARIABLE, _SAMPLE_STAMP, bundled_sample, demo_data_dir
+from gluon_cifar.fs import write_json
 
 UNREACHABLE = "http://127.0.0.1:9/kaggle_cifar10_tiny.zip"  # port 9 (discard): refused at once, no network
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -25,7 +28,7 @@ REPO = os.path.join(os.path.dirname(__file__), "..")
 
 @pytest.fixture
 def offline(monkeypatch):
-    monkeypatch.setenv(data.DEMO_URL_VARIABLE, UNREACHABLE)
+    monkeypatch.setenv(DEMO_URL_VARIABLE, UNREACHABLE)
     monkeypatch.delenv("GLUON_CIFAR_VIA_MAKE", raising=False)
 
 
@@ -60,10 +63,10 @@ def test_download_only_fails_with_one_line(offline, tmp_path, capsys):
 def test_under_make_the_messages_name_make_s_variable(offline, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("GLUON_CIFAR_VIA_MAKE", "1")
     with pytest.raises(InputError, match="make demo DATA_DIR=/path") as err:
-        data.demo_data_dir(str(tmp_path / "cache"), "download")
+        demo_data_dir(str(tmp_path / "cache"), "download")
     assert "--data-dir" not in str(err.value) and "--demo-source" not in str(err.value)
     with caplog.at_level(logging.WARNING, logger="gluon_cifar"):
-        folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
+        folder = demo_data_dir(str(tmp_path / "cache"), "auto")
     assert folder == str(tmp_path / "cache" / "demo_sample")
     assert [r.getMessage() for r in caplog.records if "make demo DATA_DIR=/path" in r.getMessage()]
 
@@ -76,9 +79,9 @@ def test_a_download_with_the_wrong_sha1_is_removed_and_the_sample_used(tmp_path,
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        monkeypatch.setenv(data.DEMO_URL_VARIABLE, f"http://127.0.0.1:{server.server_port}/kaggle_cifar10_tiny.zip")
+        monkeypatch.setenv(DEMO_URL_VARIABLE, f"http://127.0.0.1:{server.server_port}/kaggle_cifar10_tiny.zip")
         with caplog.at_level(logging.WARNING, logger="gluon_cifar"):
-            folder = data.demo_data_dir(str(tmp_path / "cache"), "auto")
+            folder = demo_data_dir(str(tmp_path / "cache"), "auto")
         server.shutdown()
     assert folder == str(tmp_path / "cache" / "demo_sample")
     assert any("wrong SHA-1" in r.getMessage() and "bundled" in r.getMessage() for r in caplog.records)
@@ -88,18 +91,18 @@ def test_a_download_with_the_wrong_sha1_is_removed_and_the_sample_used(tmp_path,
 
 
 def test_the_bundled_sample_is_real_cifar10_in_the_kaggle_layout(tmp_path):
-    with zipfile.ZipFile(data.BUNDLED_SAMPLE) as z:
+    with zipfile.ZipFile(BUNDLED_SAMPLE) as z:
         z.extractall(tmp_path)
-    labels = data.read_csv_labels(str(tmp_path / "trainLabels.csv"))  # the package's own checks: header id,label
+    labels = read_csv_labels(str(tmp_path / "trainLabels.csv"))  # the package's own checks: header id,label
     per_class = collections.Counter(labels.values())
     assert sorted(per_class) == sorted(CLASSES) and len(set(per_class.values())) == 1, per_class
     assert sorted(map(int, labels)) == sample_ids(tmp_path / "train")
     assert sample_ids(tmp_path / "test") == [1, 2, 3, 4, 5]
     assert sorted(os.listdir(tmp_path)) == ["test", "train", "trainLabels.csv"]
-    assert os.path.getsize(data.BUNDLED_SAMPLE) < 2 * 2 ** 20
+    assert os.path.getsize(BUNDLED_SAMPLE) < 2 * 2 ** 20
     if not os.path.isdir(TINY):
         pytest.skip("../shared/data/cifar10_tiny is not present")
-    tiny = data.read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
+    tiny = read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
     assert all(tiny[image_id] == label for image_id, label in labels.items())
     for split, ids in (("train", labels), ("test", ["1", "2", "3", "4", "5"])):
         for image_id in ids:
@@ -122,12 +125,12 @@ def test_the_sample_is_unpacked_inside_the_cache_dir_once(tmp_path):
     cache = tmp_path / "cache"
     subprocess.run([sys.executable, "-c", KILLED_UNPACK, str(cache / "demo_sample")])  # an unpack killed half way
     assert len(os.listdir(cache)) == 1
-    folder = data.bundled_sample(str(cache))
+    folder = bundled_sample(str(cache))
     assert sorted(os.listdir(tmp_path)) == ["beside.txt", "cache"]
     assert os.listdir(cache) == ["demo_sample"]
     (cache / "demo_sample" / "train_valid_test").mkdir()  # what training adds; reused with the sample
     before = snapshot(folder, skip=())
-    assert data.bundled_sample(str(cache)) == folder
+    assert bundled_sample(str(cache)) == folder
     assert snapshot(folder, skip=()) == before and (cache / "demo_sample" / "train_valid_test").is_dir()
 
 
@@ -136,23 +139,23 @@ def test_an_unpacking_folder_the_package_did_not_make_is_kept(tmp_path, name):
     staging = tmp_path / "cache" / name
     staging.mkdir(parents=True)
     (staging / "draft.txt").write_text("mine")
-    data.bundled_sample(str(tmp_path / "cache"))
+    bundled_sample(str(tmp_path / "cache"))
     assert sorted(os.listdir(tmp_path / "cache")) == sorted([name, "demo_sample"])
     assert os.listdir(staging) == ["draft.txt"]
 
 
 def test_an_older_unpack_is_replaced_and_a_foreign_folder_refused(tmp_path):
-    folder = data.bundled_sample(str(tmp_path / "cache"))
-    data.write_json(os.path.join(folder, data._SAMPLE_STAMP), {"sha1": "an older package's archive"})
+    folder = bundled_sample(str(tmp_path / "cache"))
+    write_json(os.path.join(folder, _SAMPLE_STAMP), {"sha1": "an older package's archive"})
     os.remove(os.path.join(folder, "trainLabels.csv"))
-    assert data.bundled_sample(str(tmp_path / "cache")) == folder
+    assert bundled_sample(str(tmp_path / "cache")) == folder
     assert os.path.isfile(os.path.join(folder, "trainLabels.csv"))
 
     foreign = tmp_path / "other" / "demo_sample"
     foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("the user's")
     with pytest.raises(InputError, match="is not the bundled sample"):
-        data.bundled_sample(str(tmp_path / "other"))
+        bundled_sample(str(tmp_path / "other"))
     assert os.listdir(foreign) == ["notes.txt"] and os.listdir(tmp_path / "other") == ["demo_sample"]
 
 
@@ -164,6 +167,6 @@ def test_setup_py_ships_the_sample(tmp_path):
     shutil.copy(os.path.join(REPO, "setup.py"), src)
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
                    cwd=src, check=True, capture_output=True)
-    with open(tmp_path / "lib" / "gluon_cifar" / "demo_sample.zip", "rb") as built, \
-            open(data.BUNDLED_SAMPLE, "rb") as ours:
+    with open(tmp_path / "lib" / "gluon_cifar" / "data" / "demo_sample.zip", "rb") as built, \
+            open(BUNDLED_SAMPLE, "rb") as ours:
         assert built.read() == ours.read()

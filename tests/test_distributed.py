@@ -20,9 +20,11 @@ from clitools import assert_one_error_line, command, run, snapshot
 from conftest import make_kaggle_dir
 from distfit import fit_plainly
 from gluon_cifar import launch
-from gluon_cifar.data import ShardSampler, reorg_cifar10_data
-from gluon_cifar.distributed import trainer_options
-from gluon_cifar.loop import train_one_epoch
+from gluon_cifar.data.loaders import ShardSampler
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.training.distributed import trainer_options
+from gluon_cifar.training.loop import train_one_epoch
+from gluon_cifar.training.launcher import free_port
 
 JOB_TIMEOUT = 240  # seconds; a healthy job here takes well under a minute
 
@@ -106,7 +108,7 @@ def test_two_workers_learn_as_one_process_with_two_devices(tmp_path):
     worker = [sys.executable, os.path.join(os.path.dirname(__file__), "distfit.py"), reorg,
               str(tmp_path / "checkpoint"), "3"]
     layout = [(name, host, {**env, "OMP_NUM_THREADS": "1"}, worker if name.startswith("worker") else argv)
-              for name, host, env, argv in launch.plan(2, 1, None, "127.0.0.1", launch.free_port(), [],
+              for name, host, env, argv in launch.plan(2, 1, None, "127.0.0.1", free_port(), [],
                                                         sys.executable)]
     assert launch.run_job(layout, timeout=JOB_TIMEOUT) is None
 

@@ -17,8 +17,10 @@ import pytest
 
 from clitools import snapshot
 from conftest import make_kaggle_dir
-from gluon_cifar import data, export, fs, predict, train
+from gluon_cifar import export, fs, predict, train
 from gluon_cifar.errors import InputError
+from gluon_cifar.data.fastdata import fast_loader
+from gluon_cifar.data.reorg import COMPLETE_MARKER, reorg_cifar10_data
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "gluon_cifar"
 FORBIDDEN = {("shutil", "rmtree"), ("shutil", "move"), ("os", "remove"), ("os", "unlink"), ("os", "rename"),
@@ -122,7 +124,7 @@ def assert_kept(before, folder):
                                   "train/bird/.gluon_cifar-manifest", ".resized/test/9.png",
                                   "valid/airplane/notes.txt", "empty_folder/"])
 def test_a_rebuild_stops_at_a_file_of_the_users_whatever_its_name(root, tmp_path, capsys, mine):
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     path = os.path.normpath(os.path.join(reorg, mine))
     stranger = path  # the shallowest new file or folder: what the line names
     while not os.path.exists(os.path.dirname(stranger)):
@@ -151,8 +153,8 @@ def replace_with_mine(path):
 @pytest.mark.parametrize("ours", [".complete.json", "train_valid/bird/{bird}", "test/unknown/{test}",
                                   "train.uint8.npz"])
 def test_a_rebuild_stops_at_a_file_of_the_users_that_replaced_one_of_ours(root, tmp_path, capsys, ours):
-    reorg = data.reorg_cifar10_data(root, 0.25)
-    data.fast_loader(reorg, "train", 2)  # writes train.uint8.npz, recorded in the manifest
+    reorg = reorg_cifar10_data(root, 0.25)
+    fast_loader(reorg, "train", 2)  # writes train.uint8.npz, recorded in the manifest
     path = os.path.join(reorg, ours.format(bird=os.listdir(os.path.join(reorg, "train_valid", "bird"))[0],
                                            test=os.listdir(os.path.join(reorg, "test", "unknown"))[0]))
     replace_with_mine(path)
@@ -165,13 +167,13 @@ def test_a_rebuild_stops_at_a_file_of_the_users_that_replaced_one_of_ours(root, 
 
 def test_a_rebuild_removes_every_file_the_manifest_lists(root):
     """Links, resized images, fastdata caches, markers: all listed, all removed; the new split is in place."""
-    reorg = data.reorg_cifar10_data(root, 0.25)
-    data.fast_loader(reorg, "train", 2)
+    reorg = reorg_cifar10_data(root, 0.25)
+    fast_loader(reorg, "train", 2)
     listed = fs.Manifest(reorg).entries()
-    assert "train.uint8.npz" in listed and data.COMPLETE_MARKER in listed and "train_valid/bird" in listed
+    assert "train.uint8.npz" in listed and COMPLETE_MARKER in listed and "train_valid/bird" in listed
     assert {entry["kind"] for entry in listed.values()} >= {"link", "file", "dir"}
     relabel_one(root)
-    assert data.reorg_cifar10_data(root, 0.25) == reorg
+    assert reorg_cifar10_data(root, 0.25) == reorg
     assert not os.path.exists(os.path.join(reorg, "train.uint8.npz"))
     assert sorted(name for name in os.listdir(root) if "train_valid_test" in name) == [
         ".train_valid_test.in-use", ".train_valid_test.lock", "train_valid_test"]
@@ -179,19 +181,19 @@ def test_a_rebuild_removes_every_file_the_manifest_lists(root):
 
 def test_an_in_place_edit_of_a_source_image_still_lets_the_rebuild_remove_its_link(root):
     """The link shares the source's inode: removing one name of a file with another loses nothing."""
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     source = os.path.join(root, "train", "1.png")
     with open(source, "ab") as f:
         f.write(b"\0")  # grows the file in place: the link's size and mtime change with it
     relabel_one(root)
-    assert data.reorg_cifar10_data(root, 0.25) == reorg
+    assert reorg_cifar10_data(root, 0.25) == reorg
 
 
 def test_a_resized_image_the_user_edited_stops_the_rebuild(tmp_path, capsys):
     from PIL import Image
     root = make_kaggle_dir(tmp_path / "k", 4)
     Image.new("RGB", (40, 40)).save(os.path.join(root, "test", "1.png"))  # placed as a 32x32 copy in .resized/
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     resized = os.path.join(reorg, ".resized", "test", "1.png")
     with open(resized, "ab") as f:
         f.write(b"edited")

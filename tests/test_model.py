@@ -7,10 +7,12 @@ import pytest
 from mxnet import np
 
 from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import data
-from gluon_cifar.export import export_model, load_exported
+from gluon_cifar import fs
+from gluon_cifar.deploy.export import export_model, load_exported
 from gluon_cifar.images import read_image
 from gluon_cifar.model import Residual, get_net, resnet18
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.labels import read_csv_labels
 
 
 def test_residual_shapes():
@@ -42,8 +44,8 @@ def test_export_reload_gives_the_same_logits(tmp_path):
     expected = net(X).asnumpy()
     classes = [f"class{i}" for i in range(10)]
     export_model(net, str(tmp_path / "model"), classes)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-0000.params", "model-classes.json",
-                                                           "model-symbol.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([  # and the folder's record of what it wrote
+        "model-0000.params", "model-classes.json", "model-symbol.json", fs.MANIFEST])
     reloaded, reloaded_classes = load_exported(str(tmp_path / "model"), mx.cpu())
     assert reloaded_classes == classes
     onp.testing.assert_allclose(reloaded(X).asnumpy(), expected, rtol=1e-5, atol=1e-5)
@@ -54,8 +56,8 @@ def test_reference_parameters_load_into_the_chapter_model_and_classify_real_imag
         pytest.skip("../shared is not present")
     net = resnet18(10)
     net.load_parameters(REFERENCE_PARAMS)  # raises if a name or shape differs from the chapter's
-    labels = data.read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
+    labels = read_csv_labels(os.path.join(TINY, "trainLabels.csv"))
     ids = [str(i) for i in range(1, 65)]
-    X = np.stack([data.test_transform()(read_image(os.path.join(TINY, "train", f"{i}.png"))) for i in ids])
+    X = np.stack([data_transforms.test_transform()(read_image(os.path.join(TINY, "train", f"{i}.png"))) for i in ids])
     predicted = [CLASSES[k] for k in net(X).argmax(axis=1).asnumpy().astype(int)]
     assert sum(p == labels[i] for p, i in zip(predicted, ids)) >= 0.9 * len(ids)

@@ -16,9 +16,12 @@ import onnx
 import pytest
 
 from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import data, export, predict
-from gluon_cifar.export import export_model, load_exported
+from gluon_cifar import export, predict
+from gluon_cifar.deploy.export import export_model, load_exported
 from gluon_cifar.model import get_net, resnet18
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.loaders import ImageFilesDataset
+from gluon_cifar.deploy.export import exported_files, load_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 64
@@ -80,7 +83,7 @@ def test_onnx_model_is_valid_with_dynamic_batch_and_weights_as_initializers(expo
     onnx.checker.check_model(exported + ".onnx")
     graph = onnx.load(exported + ".onnx").graph
     assert [value.name for value in graph.input] == ["data"]
-    params = export.load_params(export.exported_files(exported)["params"])
+    params = load_params(exported_files(exported)["params"])
     assert {init.name for init in graph.initializer} == set(params)  # BatchNorm statistics included
     dims = [[d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
             for value in (graph.input[0], graph.output[0])]
@@ -92,7 +95,7 @@ def test_onnx_model_is_valid_with_dynamic_batch_and_weights_as_initializers(expo
 @pytest.fixture(scope="module")
 def inputs(images):
     """The images as the chapter's test transform gives them to the net: (N, 3, 32, 32) float32."""
-    dataset = data.ImageFilesDataset(images).transform_first(data.test_transform())
+    dataset = ImageFilesDataset(images).transform_first(data_transforms.test_transform())
     return onp.stack([dataset[i][0].asnumpy() for i in range(len(dataset))])
 
 
@@ -150,8 +153,8 @@ def test_export_cli_reports_a_missing_model_in_one_line(tmp_path):
 ])
 def test_export_cli_reports_a_bad_symbol_and_writes_nothing(exported, tmp_path, edit, message):
     prefix = str(tmp_path / "model")
-    for role, path in export.exported_files(exported).items():
-        shutil.copyfile(path, export.exported_files(prefix)[role])
+    for role, path in exported_files(exported).items():
+        shutil.copyfile(path, exported_files(prefix)[role])
     with open(prefix + "-symbol.json") as f:
         symbol = f.read()
     with open(prefix + "-symbol.json", "w") as f:

@@ -10,12 +10,16 @@ import numpy as onp
 import pandas as pd
 
 from conftest import CLASSES, make_kaggle_dir
-from gluon_cifar import data
 from gluon_cifar.model import get_net, resnet18
-from gluon_cifar.predict import predict_folder
-from gluon_cifar.config import parse_devices
+from gluon_cifar.deploy.predict import predict_folder
+from gluon_cifar.settings import parse_devices
 from gluon_cifar.errors import InputError
-from gluon_cifar.loop import train
+from gluon_cifar.training.loop import train
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import chapter_train_transform
+from gluon_cifar.images import read_image
 
 
 def run(module, *args):
@@ -61,15 +65,15 @@ def test_submission_ids_come_from_file_names_and_labels_from_synsets(tmp_path):
     expected_ids = sorted(int(p.name[:-4]) for p in folder.iterdir())
     assert submission["id"].tolist() == expected_ids
     for image_id, label in zip(submission["id"], submission["label"]):
-        X = data.test_transform()(data.read_image(str(folder / f"{image_id}.png")))[None]
+        X = data_transforms.test_transform()(read_image(str(folder / f"{image_id}.png")))[None]
         assert label == classes[int(net(X).argmax(axis=1)[0])]
 
 
 @pytest.mark.slow
 def test_training_on_two_cpu_contexts(kaggle_dir):
     devices = [mx.cpu(0), mx.cpu(1)]
-    datasets = data.load_datasets(data.reorg_cifar10_data(kaggle_dir, 0.3))
-    loaders = data.make_loaders(datasets, 4, data.chapter_train_transform())
+    datasets = load_datasets(reorg_cifar10_data(kaggle_dir, 0.3))
+    loaders = make_loaders(datasets, 4, chapter_train_transform())
     net = get_net(devices, num_classes=3)
     net.hybridize()
     history = train(net, loaders["train"], loaders["valid"], 2, 0.02, 5e-4, devices, 1, 0.5)

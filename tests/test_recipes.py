@@ -16,12 +16,19 @@ from mxnet import autograd, gluon, np
 from mxnet.gluon import nn
 
 from conftest import make_kaggle_dir
-from gluon_cifar import data, predict, recipes, train
-from gluon_cifar.config import RunConfig
-from gluon_cifar.loop import fit
+from gluon_cifar import predict, train
+from gluon_cifar.training import recipes
+from gluon_cifar.settings import RunConfig
+from gluon_cifar.training.loop import fit
 from gluon_cifar.errors import InputError
-from gluon_cifar.export import export_model, load_exported
+from gluon_cifar.deploy.export import export_model, load_exported
 from gluon_cifar.model import get_net
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import ReflectPad, make_train_transform
+from gluon_cifar.deploy.predict import predict_logits
+from gluon_cifar.images import CIFAR10_MEAN, CIFAR10_STD, list_images, read_image
 
 LR, EPOCHS, BATCHES = 0.2, 4, 5
 TOTAL = EPOCHS * BATCHES  # 20 updates; warm-up 0.3 -> 6 updates
@@ -77,13 +84,13 @@ def random_image(seed=0):
 
 def to_pixels(tensor):
     """Undo ToTensor + Normalize: CHW floats back to HWC 0-255 values."""
-    chw = tensor.asnumpy() * onp.array(data.CIFAR10_STD)[:, None, None] + onp.array(data.CIFAR10_MEAN)[:, None, None]
+    chw = tensor.asnumpy() * onp.array(CIFAR10_STD)[:, None, None] + onp.array(CIFAR10_MEAN)[:, None, None]
     return onp.rint(chw.transpose(1, 2, 0) * 255)
 
 
 def test_reflect_pad_mirrors_without_repeating_the_edge():
     img = random_image()
-    padded = data.ReflectPad(4)(np.array(img)).asnumpy()
+    padded = ReflectPad(4)(np.array(img)).asnumpy()
     assert (padded == onp.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")).all()
     assert (padded[4, 3] == img[0, 1]).all()
 
@@ -98,14 +105,14 @@ def padcrop_windows(n):
         for dx in range(9):
             window = padded[dy:dy + 32, dx:dx + 32]
             windows[window.tobytes()], windows[window[:, ::-1].tobytes()] = (dy, dx, 0), (dy, dx, 1)
-    transform = data.make_train_transform("padcrop")
+    transform = make_train_transform("padcrop")
     return [windows[to_pixels(transform(np.array(img))).astype(onp.uint8).tobytes()] for _ in range(n)]
 
 
 def cutout_corners(n, size=8):
     """Top-left corners of the mean-pixel squares `n` padcrop + cutout outputs of a white image hold."""
     white, corners = np.array(onp.full((32, 32, 3), 255, dtype=onp.uint8)), []
-    transform = data.make_train_transform("padcrop", cutout=size)
+    transform = make_train_transform("padcrop", cutout=size)
     for _ in range(n):
         ys, xs = onp.nonzero((to_pixels(transform(white)) != 255).any(axis=2))
         assert len(ys) == size * size
@@ -136,16 +143,16 @@ def test_cutout_square_lies_anywhere_inside_the_image_uniformly():
 
 def test_cutout_fills_one_square_with_the_mean_pixel():
     white = onp.full((32, 32, 3), 255, dtype=onp.uint8)
-    pixels = to_pixels(data.make_train_transform("padcrop", cutout=8)(np.array(white)))
+    pixels = to_pixels(make_train_transform("padcrop", cutout=8)(np.array(white)))
     ys, xs = onp.nonzero((pixels != 255).any(axis=2))
     assert len(ys) == 64 and ys.max() - ys.min() == 7 and xs.max() - xs.min() == 7
-    assert (pixels[ys[0], xs[0]] == [int(255 * m) for m in data.CIFAR10_MEAN]).all()
+    assert (pixels[ys[0], xs[0]] == [int(255 * m) for m in CIFAR10_MEAN]).all()
 
 
 @pytest.mark.parametrize("augment,cutout", [("chapter", 8), ("padcrop", 32), ("padcrop", -1)])
 def test_cutout_out_of_range_or_without_padcrop_is_an_input_error(augment, cutout):
     with pytest.raises(InputError):
-        data.make_train_transform(augment, cutout)
+        make_train_transform(augment, cutout)
 
 
 def test_label_smoothing_and_mixup_make_the_gluoncv_targets():
@@ -166,8 +173,8 @@ def test_label_smoothing_and_mixup_make_the_gluoncv_targets():
 
 def test_train_runs_with_mixup_smoothing_and_onecycle(kaggle_dir, tmp_path):
     """The real train() loop on real PNGs (a small net keeps it quick): dense targets, schedule ends at 0."""
-    reorg = data.reorg_cifar10_data(kaggle_dir, 0.25, str(tmp_path / "reorg"))
-    loaders = data.make_loaders(data.load_datasets(reorg), 4, data.make_train_transform("padcrop"))
+    reorg = reorg_cifar10_data(kaggle_dir, 0.25, str(tmp_path / "reorg"))
+    loaders = make_loaders(load_datasets(reorg), 4, make_train_transform("padcrop"))
     net = nn.HybridSequential()
     net.add(nn.Conv2D(4, 3), nn.GlobalAvgPool2D(), nn.Dense(3))
     net.initialize(mx.init.Xavier())
@@ -189,7 +196,7 @@ def net():
 def test_flip_tta_is_the_mean_of_the_image_and_mirror_logits(net):
     X = np.array(onp.random.default_rng(2).normal(size=(3, 3, 32, 32)).astype("float32"))
     by_hand = (net(X) + net(np.array(X.asnumpy()[:, :, :, ::-1].copy()))) / 2
-    tta = predict.predict_logits(net, X, "flip")
+    tta = predict_logits(net, X, "flip")
     assert tta.asnumpy() == pytest.approx(by_hand.asnumpy(), abs=1e-5)
     assert not onp.allclose(tta.asnumpy(), net(X).asnumpy(), atol=1e-5)
 
@@ -197,7 +204,7 @@ def test_flip_tta_is_the_mean_of_the_image_and_mirror_logits(net):
 def test_flip_tta_on_a_mirror_symmetric_image_is_plain_prediction(net):
     half = onp.random.default_rng(3).normal(size=(2, 3, 32, 16)).astype("float32")
     X = np.array(onp.concatenate([half, half[:, :, :, ::-1]], axis=3))
-    assert predict.predict_logits(net, X, "flip").asnumpy() == pytest.approx(net(X).asnumpy(), abs=1e-5)
+    assert predict_logits(net, X, "flip").asnumpy() == pytest.approx(net(X).asnumpy(), abs=1e-5)
 
 
 def test_predict_cli_flip_tta_on_the_exported_model(kaggle_dir, tmp_path):
@@ -213,7 +220,7 @@ def test_predict_cli_flip_tta_on_the_exported_model(kaggle_dir, tmp_path):
     out = tmp_path / "tta.csv"
     predict.main(["--model", str(tmp_path / "model"), "--images", images, "--output", str(out), "--tta", "flip"])
     exported, classes = load_exported(str(tmp_path / "model"), mx.cpu())
-    X = np.stack([data.test_transform()(data.read_image(path)) for _, path in data.list_images(images)])
+    X = np.stack([data_transforms.test_transform()(read_image(path)) for _, path in list_images(images)])
     mirror = np.array(X.asnumpy()[:, :, :, ::-1].copy())
     expected = ((exported(X) + exported(mirror)) / 2).argmax(axis=1).asnumpy().astype(int)
     assert pd.read_csv(out)["label"].tolist() == [classes[i] for i in expected]

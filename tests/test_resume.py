@@ -19,9 +19,9 @@ import pytest
 from clitools import assert_one_error_line, command, run, snapshot, wait_for
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar import fs
-from gluon_cifar.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from gluon_cifar.data import reorg_cifar10_data
-from gluon_cifar.errors import report_input_errors
+from gluon_cifar.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.cli import report_input_errors
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_a_command_s_forked_workers_die_on_sigterm_and_stay_out_of_its_process_g
 def test_dataloader_workers_end_with_a_killed_command(tmp_path):
     """SIGKILL (or the out-of-memory killer) on the command alone leaves no worker behind."""
     script = ("import sys\n"
-              "from gluon_cifar.errors import report_input_errors  # first: MXNet on NumPy 2 needs its shim\n"
+              "from gluon_cifar.cli import report_input_errors# first: MXNet on NumPy 2 needs its shim\n"
               "from mxnet import gluon, np\n"
               "def main(argv):\n"
               "    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(np.zeros((8, 2))), 4, num_workers=2)\n"
@@ -222,7 +222,7 @@ def test_reorg_killed_half_way_completes_when_run_again(tmp_path):
     data = make_kaggle_dir(tmp_path / "k", 700, num_test=3)
     sources = snapshot(data)
     reorg = os.path.join(data, "train_valid_test")
-    script = f"from gluon_cifar.data import reorg_cifar10_data; reorg_cifar10_data({data!r}, 0.1)"
+    script = f"from gluon_cifar.data.reorg import reorg_cifar10_data; reorg_cifar10_data({data!r}, 0.1)"
     proc = subprocess.Popen([sys.executable, "-c", script])
     # The first class folder appears with the first image; 2,100 images remain to be placed.
     wait_for(os.path.join(data, ".train_valid_test.lock"), proc)  # created before the staging folder

@@ -19,7 +19,7 @@ from clitools import snapshot
 from conftest import make_kaggle_dir, write_png
 from gluon_cifar import fs
 from gluon_cifar import train
-from gluon_cifar.checkpoint import PICKLED_STATES
+from gluon_cifar.training.checkpoint import PICKLED_STATES
 
 ARGV = ["--data-dir", "k", "--epochs", "2", "--batch-size", "3", "--valid-ratio", "0.25", "--seed", "3",
         "--devices", "cpu", "--output-dir", "out"]

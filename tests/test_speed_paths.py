@@ -13,9 +13,16 @@ from scipy import stats
 
 from clitools import assert_one_error_line, run
 from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import data, fastdata, fastinfer, predict
-from gluon_cifar.export import export_model, legacy_symbol, load_exported
+from gluon_cifar import predict
+from gluon_cifar.data import fastdata
+from gluon_cifar.deploy import fastinfer
+from gluon_cifar.deploy.export import export_model, legacy_symbol, load_exported
 from gluon_cifar.model import resnet18
+from gluon_cifar.data import transforms as data_transforms
+from gluon_cifar.data.loaders import ImageFilesDataset
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import chapter_train_transform
+from gluon_cifar.images import CIFAR10_MEAN, CIFAR10_STD
 
 SAMPLES = 3000  # per pipeline, for the distribution test
 ALPHA = 1e-3    # the chance that a correct pipeline fails one of the distribution checks is about 4 * ALPHA
@@ -65,7 +72,7 @@ def test_augment_gives_the_chapters_pixels_for_the_same_crop_and_flip():
 
 def test_normalize_equals_the_chapters_test_transform():
     images = fastdata.decode_batch(tiny_images(1, 16))
-    chapter = onp.stack([data.test_transform()(mx.np.array(img)).asnumpy() for img in images])
+    chapter = onp.stack([data_transforms.test_transform()(mx.np.array(img)).asnumpy() for img in images])
     onp.testing.assert_array_equal(fastdata.normalize(images).asnumpy(), chapter)
 
 
@@ -96,7 +103,7 @@ def crop_of(out):
 
 def chapter_samples(n):
     """Crops the chapter's own training transform makes, read back from its normalised output."""
-    transform, img = data.chapter_train_transform(), mx.np.array(coordinate_image())
+    transform, img = chapter_train_transform(), mx.np.array(coordinate_image())
     outs = [transform(img).asnumpy() for _ in range(n)]
     return [crop_of(unnormalize(out)) for out in outs]
 
@@ -110,7 +117,7 @@ def fast_samples(n, scale=fastdata.CROP_SCALE):
 
 def unnormalize(chw):
     hwc = chw.transpose(1, 2, 0)
-    return (hwc * onp.array(data.CIFAR10_STD) + onp.array(data.CIFAR10_MEAN)) * 255
+    return (hwc * onp.array(CIFAR10_STD) + onp.array(CIFAR10_MEAN)) * 255
 
 
 def same_distribution(a, b):
@@ -143,7 +150,7 @@ def test_the_distribution_check_rejects_a_different_crop_scale():
 # The decoded-once loader
 
 def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_copy):
-    reorg_dir = data.reorg_cifar10_data(tiny_copy, 0.1)
+    reorg_dir = reorg_cifar10_data(tiny_copy, 0.1)
     images, labels, synsets = fastdata.decoded_split(reorg_dir, "train")
     cache = os.path.join(reorg_dir, "train.uint8.npz")
     stamp = os.stat(cache).st_mtime_ns
@@ -160,7 +167,7 @@ def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_cop
     assert len(batches) == len(loader) == -(-len(images) // 64)
     X = onp.concatenate([x.asnumpy() for x, _ in batches])
     assert X.shape == (len(images), 3, 32, 32) and X.dtype == onp.float32
-    onp.testing.assert_array_equal(X[7], data.test_transform()(dataset[7][0]).asnumpy())
+    onp.testing.assert_array_equal(X[7], data_transforms.test_transform()(dataset[7][0]).asnumpy())
     onp.testing.assert_array_equal(onp.concatenate([y.asnumpy() for _, y in batches]), labels)
 
     train = fastdata.FastLoader(images, labels, 64)
@@ -177,7 +184,7 @@ def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(refere
         legacy_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
     assert fused_ops.count("_sg_mkldnn_conv") == 20 and "Convolution" not in fused_ops
     net, classes = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    ids, chapter = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
     fused, fused_classes = fastinfer.load_fast(reference_prefix, 64)  # 200 = 3 full batches + a padded one
     fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64)
     assert fused_classes == classes and fast_ids == ids and ours == chapter
@@ -187,8 +194,8 @@ def test_fused_flip_tta_predicts_as_the_plain_flip_tta(reference_prefix, tiny_fo
     """Images and mirrors in one graph of twice the batch give `predict --tta flip`'s classes; 200 = 3 full
     batches of 64 and a padded one."""
     net, _ = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
-    _, plain = predict.predict(net, data.ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    ids, chapter = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
+    _, plain = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
     fused, _ = fastinfer.load_fast(reference_prefix, 64, tta="flip")
     fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64, tta="flip")
     assert fast_ids == ids and ours == chapter

@@ -20,14 +20,16 @@ import pytest
 
 from conftest import CLASSES, make_kaggle_dir
 from gluon_cifar import predict, train
-from gluon_cifar.config import RunConfig
-from gluon_cifar.data import load_datasets, make_loaders, chapter_train_transform, reorg_cifar10_data
-from gluon_cifar.export import load_weights
+from gluon_cifar.settings import RunConfig
+from gluon_cifar.data.loaders import load_datasets, make_loaders
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.transforms import chapter_train_transform
+from gluon_cifar.deploy.export import load_weights
 from gluon_cifar.launch import build_parser as launch_parser
-from gluon_cifar.loop import fit
+from gluon_cifar.training.loop import fit
 from gluon_cifar.model import get_net
 from gluon_cifar.predict import build_parser as predict_parser
-from gluon_cifar.report import EpochReport
+from gluon_cifar.training.report import EpochReport
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,13 @@ from PIL import Image
 
 from clitools import assert_one_error_line, command, truncate, wait_for
 from conftest import make_kaggle_dir, write_png
-from gluon_cifar import data, fs
+from gluon_cifar import fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.train import main
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.reorg import COMPLETE_MARKER, POOL_MIN_IMAGES, checked_sources, reorg_cifar10_data, reorganised, source_files
+from gluon_cifar.data.sources import unpacking_folder
+from gluon_cifar.fs import OWNER_MARKER
 
 SIZES = {"airplane": 10, "automobile": 12, "bird": 8}
 
@@ -69,7 +73,7 @@ def write_labels(root, rows):
 
 
 def label_rows(root):
-    return list(data.read_csv_labels(os.path.join(root, "trainLabels.csv")).items())
+    return list(read_csv_labels(os.path.join(root, "trainLabels.csv")).items())
 
 
 def relabel(root, ids, label):
@@ -120,24 +124,24 @@ def test_reorg_folder_that_is_a_file_or_overlaps_the_outputs_is_refused(capfd, r
 
 def test_an_empty_folder_of_the_users_is_filled_then_reused(root, tmp_path):
     (tmp_path / "empty").mkdir()
-    reorg = data.reorg_cifar10_data(root, 0.25, str(tmp_path / "empty"))
+    reorg = reorg_cifar10_data(root, 0.25, str(tmp_path / "empty"))
     assert len(placed(reorg)) == 30
-    assert os.path.isfile(os.path.join(reorg, data.OWNER_MARKER))
-    assert data.reorg_cifar10_data(root, 0.25, reorg) == reorg
+    assert os.path.isfile(os.path.join(reorg, OWNER_MARKER))
+    assert reorg_cifar10_data(root, 0.25, reorg) == reorg
 
 
 def test_remove_ours_removes_nothing_the_package_did_not_write(root, tmp_path):
     """A rebuild replaces the old reorganisation; a file the user put in it stops the rebuild, and a
     folder without the package's marker is never removed, whatever is in it."""
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     notes = os.path.join(reorg, "train", "bird", "notes.txt")
     with open(notes, "w") as f:
         f.write("mine")
     relabel(root, {1, 2}, "automobile")  # the reorganisation is stale: it must be rebuilt
     with pytest.raises(InputError, match="did not write this file"):
-        data.reorg_cifar10_data(root, 0.25)
+        reorg_cifar10_data(root, 0.25)
     assert open(notes).read() == "mine"
-    assert os.path.isfile(os.path.join(reorg, data.COMPLETE_MARKER))  # the old one, untouched
+    assert os.path.isfile(os.path.join(reorg, COMPLETE_MARKER))  # the old one, untouched
 
     foreign = tmp_path / "foreign"
     (foreign / "train").mkdir(parents=True)
@@ -154,7 +158,7 @@ def test_a_staging_folder_name_taken_by_the_user_is_left_alone(root, name):
     os.makedirs(squatter)
     with open(os.path.join(squatter, "draft.txt"), "w") as f:
         f.write("mine")
-    assert len(placed(data.reorg_cifar10_data(root, 0.25))) == 30
+    assert len(placed(reorg_cifar10_data(root, 0.25))) == 30
     assert os.listdir(squatter) == ["draft.txt"]
 
 
@@ -200,7 +204,7 @@ def test_a_single_class_is_refused(capfd, root):
 def test_ids_with_leading_zeros_are_the_same_image(capfd, root):
     rows = label_rows(root)
     write_labels(root, [("007" if i == "7" else i, label) for i, label in rows])
-    assert data.read_csv_labels(os.path.join(root, "trainLabels.csv")) == dict(rows)
+    assert read_csv_labels(os.path.join(root, "trainLabels.csv")) == dict(rows)
     write_labels(root, rows + [("01", rows[0][1])])
     assert "appears more than once" in refuse(capfd, root)
 
@@ -208,19 +212,19 @@ def test_ids_with_leading_zeros_are_the_same_image(capfd, root):
 # 3. Exact reuse
 
 def test_swapping_two_labels_rebuilds(root):
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     rows = dict(label_rows(root))
     a = next(i for i, label in rows.items() if label == "airplane")
     b = next(i for i, label in rows.items() if label == "bird")
     rows[a], rows[b] = rows[b], rows[a]
     write_labels(root, rows.items())
-    data.reorg_cifar10_data(root, 0.25)
+    reorg_cifar10_data(root, 0.25)
     assert placed(reorg)[f"{a}.png"] == "bird" and placed(reorg)[f"{b}.png"] == "airplane"
 
 
 @pytest.mark.parametrize("how", ["rewritten", "replaced, old mtime kept"])
 def test_a_replaced_image_rebuilds(root, how):
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     source = os.path.join(root, "train", "1.png")
     old = os.stat(source)
     if how == "rewritten":
@@ -230,16 +234,16 @@ def test_a_replaced_image_rebuilds(root, how):
         shutil.copyfile(os.path.join(root, "train", "2.png"), other)
         os.replace(other, source)
         os.utime(source, ns=(old.st_atime_ns, old.st_mtime_ns))
-    data.reorg_cifar10_data(root, 0.25)
+    reorg_cifar10_data(root, 0.25)
     label = placed(reorg)["1.png"]
     assert os.path.samefile(os.path.join(reorg, "train_valid", label, "1.png"), source)
 
 
 def test_an_unchanged_folder_is_reused_without_rebuilding(root):
-    reorg = data.reorg_cifar10_data(root, 0.25)
-    marker = os.stat(os.path.join(reorg, data.COMPLETE_MARKER))
-    data.reorg_cifar10_data(root, 0.25)
-    assert os.stat(os.path.join(reorg, data.COMPLETE_MARKER)).st_mtime_ns == marker.st_mtime_ns
+    reorg = reorg_cifar10_data(root, 0.25)
+    marker = os.stat(os.path.join(reorg, COMPLETE_MARKER))
+    reorg_cifar10_data(root, 0.25)
+    assert os.stat(os.path.join(reorg, COMPLETE_MARKER)).st_mtime_ns == marker.st_mtime_ns
 
 
 # 4. Races and killed runs
@@ -263,14 +267,14 @@ def test_two_runs_started_together_both_see_the_complete_split(tmp_path):
 def test_a_split_in_use_is_not_rebuilt_under_the_run_using_it(capfd, root):
     """Run A trains on the split; run B, after the labels changed, would rebuild it under A: B is refused
     with one line and A's files stay as they are; once A is done, B rebuilds it."""
-    with data.reorganised(root, 0.25) as reorg:
+    with reorganised(root, 0.25) as reorg:
         before = placed(reorg)
         relabel(root, {1, 2}, "bird")
         line = refuse(capfd, root)
         assert "is in use by a run training on it" in line and "--reorg-dir" in line
         assert placed(reorg) == before
-        assert data.reorg_cifar10_data(root, 0.25, reorg_dir=os.path.join(root, "mine")) != reorg  # elsewhere
-    assert data.reorg_cifar10_data(root, 0.25) == reorg and placed(reorg) != before
+        assert reorg_cifar10_data(root, 0.25, reorg_dir=os.path.join(root, "mine")) != reorg  # elsewhere
+    assert reorg_cifar10_data(root, 0.25) == reorg and placed(reorg) != before
 
 
 @pytest.mark.slow
@@ -286,7 +290,7 @@ def test_a_training_command_keeps_its_split_in_use_until_it_ends(capfd, root, tm
         training.terminate()
         _, err = training.communicate(timeout=600)
     assert training.returncode == 143 and err.startswith("terminated: stopped"), err
-    reorg = data.reorg_cifar10_data(root, 0.5)  # the run has ended: rebuilt
+    reorg = reorg_cifar10_data(root, 0.5)  # the run has ended: rebuilt
     assert len(placed(reorg, "valid")) == 3 * 4
 
 
@@ -306,21 +310,21 @@ def test_a_stale_staging_folder_of_a_killed_run_is_cleaned(root):
     """What a run killed mid-build leaves, made by the package's own calls in a process that then died."""
     subprocess.run([sys.executable, "-c", KILLED_BUILD, root])
     assert len([n for n in os.listdir(root) if n.startswith(".train_valid_test.")]) == 1
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     assert len(placed(reorg)) == 30
     assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
                                                                            ".train_valid_test.lock", "train_valid_test"]
 
 
 def test_a_failed_build_leaves_no_staging_and_keeps_the_previous_split(root):
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     before = everything(reorg)
     relabel(root, {1}, "bird")
     os.remove(os.path.join(root, "test", "3.png"))  # not written in place: it is hard-linked in the split
     with open(os.path.join(root, "test", "3.png"), "wb") as f:
         f.write(b"garbage")
     with pytest.raises(InputError, match="cannot decode"):
-        data.reorg_cifar10_data(root, 0.25)
+        reorg_cifar10_data(root, 0.25)
     assert everything(reorg) == before
     assert sorted(n for n in os.listdir(root) if "train_valid_test" in n) == [".train_valid_test.in-use",
                                                                            ".train_valid_test.lock", "train_valid_test"]
@@ -346,7 +350,7 @@ def test_a_link_inside_the_data_folder_is_placed_as_the_file_it_names(root):
     os.makedirs(os.path.join(root, "extra"))
     shutil.move(os.path.join(root, "train", "1.png"), os.path.join(root, "extra", "1.png"))
     os.symlink(os.path.join("..", "extra", "1.png"), os.path.join(root, "train", "1.png"))
-    reorg = data.reorg_cifar10_data(root, 0.25)
+    reorg = reorg_cifar10_data(root, 0.25)
     reorganised = os.path.join(reorg, "train_valid", placed(reorg)["1.png"], "1.png")
     assert not os.path.islink(reorganised)
     assert os.path.samefile(reorganised, os.path.join(root, "extra", "1.png"))
@@ -359,7 +363,7 @@ def test_a_link_inside_the_data_folder_is_placed_as_the_file_it_names(root):
 def test_a_link_that_does_not_name_a_file_of_the_data_folder_is_refused(capfd, root, target, message):
     write_png(os.path.join(os.path.dirname(root), "elsewhere.png"), onp.random.default_rng(2))
     if "train_valid_test" in target:  # a link into the reorganisation, which a rebuild replaces
-        data.reorg_cifar10_data(root, 0.25)
+        reorg_cifar10_data(root, 0.25)
         shutil.copyfile(os.path.join(root, "test", "1.png"), os.path.join(root, "train_valid_test", "x.png"))
     os.remove(os.path.join(root, "train", "1.png"))
     os.symlink(target, os.path.join(root, "train", "1.png"))
@@ -414,7 +418,7 @@ def read_only_data(tmp_path):
 def test_a_read_only_data_folder_says_so_and_suggests_reorg_dir(capfd, read_only_data, tmp_path):
     line = refuse(capfd, read_only_data, output=tmp_path / "out")
     assert "cannot write to" in line and "--reorg-dir" in line
-    reorg = data.reorg_cifar10_data(read_only_data, 0.25, str(tmp_path / "reorg"))
+    reorg = reorg_cifar10_data(read_only_data, 0.25, str(tmp_path / "reorg"))
     assert len(placed(reorg)) == 30
 
 
@@ -432,14 +436,14 @@ def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path, name):
         z.writeall(os.path.join(root, "train"), "train")
     shutil.copytree(os.path.join(root, "test"), download / "test")
     shutil.copyfile(os.path.join(root, "trainLabels.csv"), download / "trainLabels.csv")
-    assert len(placed(data.reorg_cifar10_data(str(download), 0.25))) == 30  # unpacked in a staging folder of its own
+    assert len(placed(reorg_cifar10_data(str(download), 0.25))) == 30  # unpacked in a staging folder of its own
     assert (download / name / "draft.txt").read_text() == "mine"
 
 
 def test_an_unpacking_folder_is_the_package_s_from_start_to_end(tmp_path):
     """Renamed into place: the rest goes; the unpack failed: all of it goes."""
-    with data.unpacking_folder(str(tmp_path / "x")) as folder:
-        assert sorted(os.listdir(folder)) == sorted([fs.MANIFEST, data.OWNER_MARKER])
+    with unpacking_folder(str(tmp_path / "x")) as folder:
+        assert sorted(os.listdir(folder)) == sorted([fs.MANIFEST, OWNER_MARKER])
         os.makedirs(os.path.join(folder, "x", "deep"))
         (tmp_path / "elsewhere").write_bytes(b"unpacked")  # (a library's write, which the block records)
         os.link(tmp_path / "elsewhere", os.path.join(folder, "half.png"))
@@ -447,7 +451,7 @@ def test_an_unpacking_folder_is_the_package_s_from_start_to_end(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["elsewhere", "x"]
 
     with pytest.raises(RuntimeError, match="unpack failed"):
-        with data.unpacking_folder(str(tmp_path / "y")) as folder:
+        with unpacking_folder(str(tmp_path / "y")) as folder:
             with open(os.path.join(folder, "half.png"), "wb") as f:
                 f.write(b"half")
             raise RuntimeError("unpack failed")
@@ -480,11 +484,11 @@ BAD_IMAGES = {"truncated": truncate,
 def test_workers_refuse_the_first_bad_image_in_id_order_in_one_line(root, bad):
     for image_id in (5, 3):  # a worker may meet 5 first: 3 is still the one named
         BAD_IMAGES[bad](os.path.join(root, "train", f"{image_id}.png"))
-    files = data.source_files(root, "train", os.path.join(root, "r"))
+    files = source_files(root, "train", os.path.join(root, "r"))
     with pytest.raises(InputError) as single:
-        data.checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1)
+        checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1)
     with pytest.raises(InputError) as pooled:
-        data.checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2)
+        checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2)
     assert str(pooled.value) == str(single.value)
     assert str(pooled.value).startswith(os.path.join(root, "train", "3.png") + ":") and "\n" not in str(pooled.value)
 
@@ -493,9 +497,9 @@ def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_p
     rng = onp.random.default_rng(4)
     for image_id, (size, mode) in enumerate([(32, "L"), (32, "RGBA"), (32, "P"), (64, "RGB"), (24, "LA")], 1):
         write_png(os.path.join(root, "train", f"{image_id}.png"), rng, size, mode)
-    files = data.source_files(root, "train", str(tmp_path / "one"))
-    single = data.checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1)
-    pooled = data.checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2)
+    files = source_files(root, "train", str(tmp_path / "one"))
+    single = checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1)
+    pooled = checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2)
     assert [name for name, _ in pooled] == [name for name, _ in single] == [f"{i}.png" for i in range(1, 31)]
     resized = [i for i, (_, path) in enumerate(pooled) if not path.startswith(os.path.join(root, "train"))]
     assert resized == [3, 4]  # the 64 and 24 pixel images, as files of their own
@@ -506,7 +510,7 @@ def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_p
 
 def test_a_bad_image_found_by_a_worker_is_one_line_from_the_command(capfd, tiny_copy):
     """1000 training images: over POOL_MIN_IMAGES, so the command's check runs in worker processes."""
-    assert len(os.listdir(os.path.join(tiny_copy, "train"))) >= data.POOL_MIN_IMAGES
+    assert len(os.listdir(os.path.join(tiny_copy, "train"))) >= POOL_MIN_IMAGES
     BAD_IMAGES["truncated"](os.path.join(tiny_copy, "train", "700.png"))
     line = refuse(capfd, tiny_copy)
     assert os.path.join("train", "700.png") in line and "cannot decode image" in line

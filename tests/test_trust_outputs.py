@@ -20,9 +20,11 @@ import pytest
 from clitools import assert_one_error_line, command, run, snapshot, truncate, write_bytes
 from conftest import make_kaggle_dir
 from gluon_cifar import export, fs, predict, train
-from gluon_cifar.checkpoint import OUTPUT_FILES, RUN_MARKER, use_output_dir
+from gluon_cifar.fs import RUN_MARKER
+from gluon_cifar.training.outputs import OUTPUT_FILES, use_output_dir
 from gluon_cifar.errors import InputError
 from gluon_cifar.model import get_net
+from gluon_cifar.deploy.export import export_model, exported_files
 
 TIMINGS = ("seconds", "wall_seconds", "examples")  # history keys that differ between two runs of one computation
 METRICS = ("metrics.json", "metrics.csv")  # the same but for TIMINGS
@@ -40,8 +42,6 @@ def refused(main, argv, capsys, *fragments):
     for fragment in fragments:
         assert fragment in lines[-1], (fragment, lines[-1])
     return lines[-1]
-
-
 
 
 def train_argv(data_dir, out, *extra):
@@ -75,8 +75,8 @@ def run_copy(finished, tmp_path):
 def exported_copy(finished, tmp_path, name="model"):
     """The finished run's three exported files copied under `tmp_path/<name>`; returns the prefix."""
     prefix = str(tmp_path / name)
-    for role, path in export.exported_files(str(finished / "model")).items():
-        shutil.copyfile(path, export.exported_files(prefix)[role])
+    for role, path in exported_files(str(finished / "model")).items():
+        shutil.copyfile(path, exported_files(prefix)[role])
     return prefix
 
 
@@ -176,7 +176,7 @@ def test_overwrite_never_follows_a_link_out_of_the_run_folder(run_copy, data_dir
 
 def test_predict_never_writes_over_a_hard_link_to_its_model(finished, data_dir, tmp_path, capsys):
     prefix = exported_copy(finished, tmp_path)
-    os.link(export.exported_files(prefix)["params"], tmp_path / "sub.csv")
+    os.link(exported_files(prefix)["params"], tmp_path / "sub.csv")
     before = snapshot(tmp_path)
     refused(predict.main, ["--model", prefix, "--images", os.path.join(data_dir, "test"), "--output",
                            tmp_path / "sub.csv"], capsys, "is an input of this command")
@@ -220,7 +220,7 @@ def test_predict_never_writes_into_its_calibration_folder(finished, data_dir, tm
 def test_onnx_export_never_replaces_the_model_it_converts(finished, tmp_path, capsys, role):
     prefix = exported_copy(finished, tmp_path)
     before = snapshot(tmp_path)
-    target = export.exported_files(prefix)[role]
+    target = exported_files(prefix)[role]
     refused(export.main, ["--model", prefix, "--onnx", target], capsys, target, "is an input of this command")
     assert snapshot(tmp_path) == before
 
@@ -251,7 +251,7 @@ def test_resume_of_a_finished_run_redoes_nothing(run_copy, data_dir, capsys):
 def param_values(prefix):
     """The exported parameters in the net's order (their names' numbers differ between models built in one
     process)."""
-    return [value.asnumpy() for value in mx.nd.load(export.exported_files(prefix)["params"]).values()]
+    return [value.asnumpy() for value in mx.nd.load(exported_files(prefix)["params"]).values()]
 
 
 @pytest.mark.parametrize("lost", [["submission.csv"], ["model-0000.params", "submission.csv"], list(OUTPUT_FILES)])
@@ -284,7 +284,7 @@ import gluon_cifar  # before MXNet: its NumPy 2 compatibility
 import mxnet as mx
 from mxnet import npx
 npx.set_np()
-from gluon_cifar.export import export_model
+from gluon_cifar.deploy.export import export_model
 from gluon_cifar.model import get_net
 net = get_net([mx.cpu()], num_classes=3)
 net.hybridize()
@@ -347,8 +347,8 @@ def other_model(tmp_path, num_classes):
     net = get_net([mx.cpu()], num_classes=num_classes)
     net.hybridize()
     prefix = str(tmp_path / "other")
-    export.export_model(net, prefix, [f"c{i}" for i in range(num_classes)])
-    return export.exported_files(prefix)
+    export_model(net, prefix, [f"c{i}" for i in range(num_classes)])
+    return exported_files(prefix)
 
 
 MODEL_DAMAGE = {
@@ -369,7 +369,7 @@ MODEL_DAMAGE = {
 def spoil_model(finished, tmp_path, name):
     prefix = exported_copy(finished, tmp_path)
     role, damage, _ = MODEL_DAMAGE[name]
-    path = export.exported_files(prefix)[role]
+    path = exported_files(prefix)[role]
     if isinstance(damage, str):
         shutil.copyfile(other_model(tmp_path, int(damage.split()[1]))[role], path)
     else:
@@ -405,8 +405,8 @@ def test_onnx_export_names_a_damaged_model_file_not_a_full_disk(finished, tmp_pa
 
 def other_checkpoint_file(tmp_path, name):
     """`name` (net.params, optimizer.params or optimizer.json) as a 5-class model's checkpoint holds it."""
-    from gluon_cifar.checkpoint import save_checkpoint
-    from gluon_cifar.loop import make_trainer
+    from gluon_cifar.training.checkpoint import save_checkpoint
+    from gluon_cifar.training.loop import make_trainer
     from mxnet import autograd
     net = get_net([mx.cpu()], num_classes=5)
     trainer = make_trainer(net, None, 0.0)

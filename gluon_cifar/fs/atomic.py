@@ -7,9 +7,9 @@ import tempfile
 
 from mxnet.base import MXNetError
 
-from ..errors import InputError
-from .manifest import Manifest, identity
-from .tree import check_owned, clean_stale_staging, forget_staging, staging_prefix
+from gluon_cifar.errors import InputError
+from gluon_cifar.fs.manifest import Manifest, identity
+from gluon_cifar.fs.tree import check_owned, clean_stale_staging, forget_staging, staging_prefix
 
 
 def write_error(path, err):

@@ -4,7 +4,7 @@ import fcntl
 import logging
 import os
 
-from ..errors import InputError
+from gluon_cifar.errors import InputError
 
 log = logging.getLogger("gluon_cifar")
 

@@ -14,8 +14,8 @@ import shutil
 import stat
 import tempfile
 
-from ..errors import InputError
-from .manifest import MANIFEST, Manifest, matches
+from gluon_cifar.errors import InputError
+from gluon_cifar.fs.manifest import MANIFEST, Manifest, matches
 
 OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds from nothing
 RUN_MARKER = ".gluon_cifar-run"  # an output folder's: the outputs its run has finished (gluon_cifar.checkpoint)
@@ -88,7 +88,7 @@ def staging_dir(path, marker=True):
     manifest = Manifest(folder)
     manifest.record(folder, "root")
     if marker:
-        from .atomic import write_json  # (atomic uses this module)
+        from gluon_cifar.fs.atomic import write_json  # (atomic uses this module)
         write_json(os.path.join(folder, OWNER_MARKER), {"made_by": "gluon_cifar"}, manifest)
     return folder
 

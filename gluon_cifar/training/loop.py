@@ -13,11 +13,11 @@ import numpy as onp
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .checkpoint import check_resumable, epoch_seed, load_checkpoint, save_best, save_checkpoint
-from .distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed, rank_and_size,
-                          sum_across_workers, trainer_options)
-from .errors import InputError
-from .recipes import make_scheduler, make_soft_targets, step_decay
+from gluon_cifar.errors import InputError
+from gluon_cifar.training.checkpoint import check_resumable, epoch_seed, load_checkpoint, save_best, save_checkpoint
+from gluon_cifar.training.distributed import (Trainer, check_replicas_agree, epoch_keys, gradient_scale, is_distributed,
+                                              rank_and_size, sum_across_workers, trainer_options)
+from gluon_cifar.training.recipes import make_scheduler, make_soft_targets, step_decay
 
 log = logging.getLogger("gluon_cifar")
 PROGRESS_SECONDS = 60  # the longest silence within an epoch when stderr is not a terminal

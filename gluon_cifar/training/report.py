@@ -6,7 +6,7 @@ import os
 import matplotlib
 import pandas as pd
 
-from .fs import atomic_path, write_json
+from gluon_cifar.fs import atomic_path, write_json
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "examples", "seconds",
            "wall_seconds")

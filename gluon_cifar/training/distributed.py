@@ -19,11 +19,8 @@ import os
 import mxnet as mx
 from mxnet import gluon
 
-
-from .errors import InputError
-from .fs import locked
-
-KVSTORES = ("local", "device", "dist_sync", "dist_device_sync")
+from gluon_cifar.errors import InputError
+from gluon_cifar.fs import locked
 
 
 def default_kvstore(devices):

@@ -14,10 +14,9 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from .data import list_images
-from .errors import InputError
-from .export import check_exported, legacy_symbol
-from .images import INPUT_SHAPE, decode_batch, normalize, prefetch
+from gluon_cifar.deploy.export import check_exported, legacy_symbol
+from gluon_cifar.errors import InputError
+from gluon_cifar.images import INPUT_SHAPE, decode_batch, list_images, normalize, prefetch
 
 
 def _symbol_block(sym, params, ctx):

@@ -8,16 +8,6 @@ import mxnet as mx
 import numpy as onp
 from mxnet import np, npx
 
-SCHEDULES = ("step", "cosine", "onecycle")
-TTA_MODES = ("none", "flip")  # test-time augmentation of the submission (gluon_cifar.predict)
-DEFAULT_WARMUP = {"step": 0.0, "cosine": 0.0, "onecycle": 0.3}  # onecycle: PyTorch OneCycleLR's pct_start
-RECIPES = {
-    "chapter": {},
-    "strong": {"augment": "padcrop", "lr_schedule": "onecycle", "lr": 0.2, "label_smoothing": 0.1,
-               "epochs": 30, "tta": "flip"},
-}
-
-
 # Learning-rate schedules
 
 def step_decay(lr, lr_period, lr_decay, batches_per_epoch, warmup_updates=0):

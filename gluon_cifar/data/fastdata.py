@@ -15,8 +15,8 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from .fs import atomic_path
-from .images import IMAGE_SHAPE, decode_batch, normalize, prefetch
+from gluon_cifar.fs import atomic_path
+from gluon_cifar.images import IMAGE_SHAPE, decode_batch, normalize, prefetch
 
 RESIZE = 40               # transforms.Resize(40)
 CROP_SCALE = (0.64, 1.0)  # RandomResizedCrop's area fraction; ratio (1, 1): square crops
@@ -96,7 +96,6 @@ class FastLoader:
         order = onp.random.permutation(len(self.images)) if self.shuffle else onp.arange(len(self.images))
         for x, y in prefetch(self._batches(order)):  # MXNet calls stay in this thread
             yield normalize(x), mx.np.array(y, dtype=onp.int32)
-
 
 
 def fast_loader(reorg_dir, split, batch_size):

@@ -7,17 +7,27 @@ on the full data.
 """
 import dataclasses
 import math
+import os
 import typing
 from typing import Optional
 
 import mxnet as mx
 
-from .data import (AUGMENTATIONS, DEFAULT_CACHE_DIR, DEMO_SOURCES, check_loader_options, check_num_workers,
-                   make_train_transform)
-from .distributed import KVSTORES
-from .errors import InputError, shorten
-from .recipes import DEFAULT_WARMUP, RECIPES, SCHEDULES, TTA_MODES
+from gluon_cifar.errors import InputError, shorten
 
+# The choices and presets of the settings (the stages import them from here)
+AUGMENTATIONS = ("chapter", "padcrop")
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gluon_cifar")
+DEMO_SOURCES = ("auto", "download", "bundled")
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync")
+SCHEDULES = ("step", "cosine", "onecycle")
+TTA_MODES = ("none", "flip")  # test-time augmentation of the submission (gluon_cifar.predict)
+DEFAULT_WARMUP = {"step": 0.0, "cosine": 0.0, "onecycle": 0.3}  # onecycle: PyTorch OneCycleLR's pct_start
+RECIPES = {
+    "chapter": {},
+    "strong": {"augment": "padcrop", "lr_schedule": "onecycle", "lr": 0.2, "label_smoothing": 0.1,
+               "epochs": 30, "tta": "flip"},
+}
 DEMO_BATCH_SIZE, FULL_BATCH_SIZE = 4, 128  # the chapter's `batch_size = 4 if demo else 128`
 MAX_SEED = 2 ** 32 - 1
 EXPORTS = ("best", "last")  # MXNet's and NumPy's generators take 32-bit seeds
@@ -110,7 +120,7 @@ class RunConfig:
                                  "(or the package's [tensorboard] extra)") from None
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
-        make_train_transform(self.augment, self.cutout)  # refuses a bad --cutout
+        check_cutout(self.augment, self.cutout)
         check_loader_options(self.augment, self.fast_data, distributed=self.distributed)
         devices = self.contexts()
         if self.batch_size is not None and self.batch_size < len(devices):
@@ -241,3 +251,28 @@ def default_devices():
 
 def _finite(value):
     return math.isfinite(value)
+
+
+def check_cutout(augment, cutout):
+    """Refuse a cutout the transforms cannot make: 0 (off) to 31 pixels, with the padcrop augmentation only."""
+    if not 0 <= cutout < 32:
+        raise InputError(f"cutout must be 0 (off) to 31 pixels, got {cutout}")
+    if cutout and augment != "padcrop":
+        raise InputError("cutout is offered with the padcrop augmentation only")
+
+
+def check_num_workers(num_workers):
+    """Refuse a DataLoader worker count below 0 or above 4 per core (at least 8): --num-workers 100000 forked
+    processes until the machine ran out of them."""
+    most = max(8, 4 * (os.cpu_count() or 1))
+    if not 0 <= num_workers <= most:
+        raise InputError(f"--num-workers must be from 0 to {most} (4 per core here), got {num_workers}")
+
+
+def check_loader_options(augment, fast, distributed):
+    """Refuse what the loaders lack: the fast path has only the chapter's augmentation and no sharding."""
+    if fast and (augment != "chapter" or distributed):
+        raise InputError("--fast-data has only the chapter's augmentation and no sharding across workers yet: "
+                         "drop --fast-data, or use --augment chapter without a dist kvstore")
+
+

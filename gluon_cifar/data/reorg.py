@@ -1,0 +1,374 @@
+"""The chapter's folder reorganisation: Kaggle layout in, `train_valid_test/{train,valid,train_valid,
+test/unknown}` class folders out (hard links, every image checked once), reused while the data stays the
+same and rebuilt, through gluon_cifar.fs, when it changes; where output and reorganisation folders may go.
+"""
+import collections
+import contextlib
+import errno
+import hashlib
+import logging
+import math
+import multiprocessing
+import os
+
+from mxnet import image
+from PIL import Image
+
+from gluon_cifar import fs
+from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.data.sources import unpack_archives
+from gluon_cifar.errors import InputError, shorten
+from gluon_cifar.fs import OWNER_MARKER, read_json, write_json
+from gluon_cifar.images import IMAGE_SHAPE, list_images, read_original
+
+REORG_DIRNAME = "train_valid_test"
+COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
+POOL_MIN_IMAGES = 512  # below this, checking the images in this process is quicker than starting workers
+log = logging.getLogger("gluon_cifar")
+
+
+# Labels and image listing
+
+
+# Where outputs and the reorganisation may go
+
+def _is_within(path, folder):
+    """Whether real path `path` is `folder` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_location(data_dir, path, what):
+    """Refuse `path` as a folder to write into (`what` names it, e.g. '--output-dir') where it would
+    touch the user's data: the data folder, its `train/` or `test/`, a folder that holds them, or a
+    folder inside `train/` or `test/` (every later run would refuse it as a stray file)."""
+    real = os.path.realpath(path)
+    data = os.path.realpath(data_dir)
+    sources = [data] + [os.path.realpath(os.path.join(data_dir, split)) for split in ("train", "test")]
+    for source in sources:
+        if _is_within(source, real):
+            raise InputError(f"{what} {path} is or holds the data folder's {source}: writing there could "
+                             "replace the data; choose a folder of its own")
+    for source in sources[1:]:
+        if _is_within(real, source):
+            raise InputError(f"{what} {path} is inside {source}, where a folder breaks every later run: "
+                             "choose a folder outside train/ and test/")
+
+
+def check_data_folder(data_dir):
+    if not os.path.isdir(data_dir):
+        raise InputError(f"{data_dir}: {'not a folder' if os.path.exists(data_dir) else 'data folder not found'}")
+
+
+def check_run_folders(data_dir, reorg_dir, output_dir):
+    """The checks a training run makes before any work: its output and reorganisation folders are kept
+    apart from the data and from each other, and the reorganisation folder is one the package may fill."""
+    reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
+    check_output_location(data_dir, output_dir, "--output-dir")
+    check_output_location(data_dir, reorg_dir, "--reorg-dir")
+    out, reorg = os.path.realpath(output_dir), os.path.realpath(reorg_dir)
+    if _is_within(out, reorg) or _is_within(reorg, out):
+        raise InputError(f"--output-dir {output_dir} and the reorganisation folder {reorg_dir} overlap: "
+                         "a rebuilt reorganisation would take the outputs with it; keep them apart")
+    check_reorg_target(reorg_dir)
+
+
+def check_reorg_target(reorg_dir):
+    """Refuse a reorganisation folder that exists and is neither empty nor the package's own."""
+    if os.path.lexists(reorg_dir) and not os.path.isdir(reorg_dir):
+        raise InputError(f"--reorg-dir {reorg_dir} exists and is not a folder")
+    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir) and not fs.is_marked(reorg_dir):
+        raise InputError(f"--reorg-dir {reorg_dir} holds files and was not made by gluon_cifar "
+                         f"(no {OWNER_MARKER} marker): give an empty or new folder")
+
+
+# Reorganisation into class folders
+
+def _lock_file(reorg_dir, what):
+    """The lock file `.<reorg name>.<what>` beside `reorg_dir`, created if missing."""
+    parent, name = os.path.split(os.path.abspath(reorg_dir))
+    return fs.FileLock(os.path.join(parent, f".{name}.{what}"),
+                       cannot=f"cannot write to {parent}, where the reorganised folders go: pass --reorg-dir with "
+                              "a folder you can write to")
+
+
+def source_files(data_dir, split, reorg_dir):
+    """[(id, path, identity)] of the images of `data_dir/split`.
+
+    A symbolic link is replaced by the regular file it resolves to, which must lie inside the data
+    folder (and not in the reorganisation, which is rebuilt); identity (a hash of the content: an edit
+    that keeps size and mtime changes it too) tells a reorganisation made from these very images.
+    """
+    data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
+    files = []
+    for image_id, path in list_images(os.path.join(data_dir, split)):
+        identity = _content_hash(path)
+        if identity is None:  # a link
+            target = os.path.realpath(path)
+            if not _is_within(target, data) or _is_within(target, reorg):
+                raise InputError(f"{path}: a link to {target}, outside the data folder {data_dir}: "
+                                 "copy the file in instead")
+            path, identity = target, _content_hash(target)
+        files.append((image_id, path, identity))
+    return files
+
+
+def _content_hash(path, chunk=1 << 16):
+    """128 bits of the SHA-256 of a file's content, or None if `path` is a symbolic link.
+
+    One open and one read for an image (a regular file reads whole up to its end); the reuse check's cost
+    against the old one by size and mtime (which missed in-place edits): benchmarks/reorg_reuse.py.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        data = os.read(fd, chunk)
+        digest = hashlib.sha256(data)
+        while len(data) == chunk:
+            data = os.read(fd, chunk)
+            digest.update(data)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()[:32]
+
+
+def _digest(lines):
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def source_stamp(labels, valid_ratio, train, test):
+    """What a reorganisation is built from: the labels, every source image's content, the ratio.
+
+    Its `data_fingerprint` part sums them up (what a run records in config.json); `images` lists every
+    image's content hash (and label), so a changed image can be named (`training_data_change`).
+    """
+    def images(files):
+        return {"images": len(files), "sha256": _digest(f"{image_id} {identity}" for image_id, _, identity in files)}
+    return {"made_by": "gluon_cifar", "valid_ratio": valid_ratio,
+            "labels_sha256": _digest(f"{image_id},{label}" for image_id, label in sorted(
+                labels.items(), key=lambda row: int(row[0]))),
+            "train": images(train), "test": images(test),
+            "images": {"train": {str(image_id): f"{identity} {labels.get(str(image_id), '')}"
+                                 for image_id, _, identity in train},
+                       "test": {str(image_id): identity for image_id, _, identity in test}}}
+
+
+FINGERPRINT_KEYS = ("valid_ratio", "labels_sha256", "train", "test")  # a data_fingerprint's
+TRAINING_DATA = ("valid_ratio", "labels_sha256", "train")  # what a run trains on (test: what it predicts)
+
+
+def data_fingerprint(reorg_dir):
+    """The fingerprint of the data a complete reorganisation was built from: the labels' hash, the training
+    and the test images' count and content hash, the valid ratio (a run records it in config.json)."""
+    stamp = read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) or {}
+    return {key: stamp.get(key) for key in FINGERPRINT_KEYS}
+
+
+def training_data_change(expected, stamp, reorg_dir):
+    """What differs between the training data of fingerprint `expected` (a run's) and that of `stamp`
+    (the data now), in words, or None. The images or labels that changed are named where the
+    reorganisation in `reorg_dir` still is the one built from the run's data."""
+    if all(expected.get(key) == stamp[key] for key in TRAINING_DATA):
+        return None
+    if expected.get("valid_ratio") != stamp["valid_ratio"]:
+        return f"the valid ratio was {expected.get('valid_ratio')} and is now {stamp['valid_ratio']}"
+    old = read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) or {}
+    then, now = old.get("images", {}).get("train", {}), stamp["images"]["train"]
+    known = all(old.get(key) == expected.get(key) for key in TRAINING_DATA)
+    for image_id in sorted(set(then) | set(now), key=int) if known else ():
+        (hash_then, _, label_then), (hash_now, _, label_now) = (
+            (table.get(image_id) or "").partition(" ") for table in (then, now))
+        if hash_then != hash_now:
+            what = "added" if not hash_then else "removed" if not hash_now else "edited"
+            return f"training image {image_id} was {what}"
+        if label_then != label_now:
+            return f"trainLabels.csv: the label of image {image_id} was {label_then!r} and is now {label_now!r}"
+    if expected.get("labels_sha256") != stamp["labels_sha256"]:
+        return "trainLabels.csv holds other labels"
+    return (f"the training images are others ({stamp['train']['images']} now, "
+            f"{(expected.get('train') or {}).get('images')} then)")
+
+
+def _checked_source(path, reorg_dir, split, name):
+    """Decode `path` fully, as training will, so a bad image stops the run here and not hours into training.
+
+    Returns the file to place: `path` itself, or for a size other than 32x32 the 32x32 PNG that
+    `read_image` (the prediction path) makes of it in `.resized/<split>/` (made by `checked_sources`),
+    so training, validation and prediction all see the same pixels.
+    """
+    img = read_original(path)
+    if img.shape[:2] == IMAGE_SHAPE[:2]:
+        return path
+    resized = os.path.join(reorg_dir, ".resized", split, name)
+    Image.fromarray(image.imresize(img, *IMAGE_SHAPE[:2]).asnumpy()).save(resized, format="PNG")
+    return resized
+
+
+def _checked_item(item):
+    path, reorg_dir, split, name = item
+    return name, _checked_source(path, reorg_dir, split, name)
+
+
+def checked_sources(files, reorg_dir, split, manifest, processes=None):
+    """[(name, file to place)] for the `source_files` of `split`, in order, each checked by `_checked_source`.
+
+    The images are decoded by `processes` worker processes (default: one per core this process may use,
+    or none below `POOL_MIN_IMAGES` images). The workers are forked, as DataLoader's are (MXNet restarts
+    its engine in a forked child); the first bad image in `files`' order stops the check with its one-line
+    InputError, raised here as in a single process. The workers only write resized copies; this process
+    records them in `manifest`.
+    """
+    items = [(path, reorg_dir, split, f"{image_id}{os.path.splitext(path)[1]}") for image_id, path, _ in files]
+    fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
+    if processes is None:
+        processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
+    if processes <= 1:
+        checked = [_checked_item(item) for item in items]
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
+            checked = list(pool.imap(_checked_item, items, chunksize=chunk))
+    for (path, *_), (_, placed) in zip(items, checked):
+        if placed != path:
+            manifest.record(placed)
+    return checked
+
+
+def _place(src, folder, name, manifest):
+    fs.make_dirs(folder, manifest)
+    fs.link_or_copy(src, os.path.join(folder, name), manifest)
+
+
+def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None):
+    """Split the training images (`source_files` of `train/`) into class folders under `reorg_dir`, as the
+    chapter does.
+
+    n is the image count of the rarest class; the first max(1, floor(n * valid_ratio)) images of each
+    class (in numeric id order, so the split never depends on listing order) go to `valid/`, the rest
+    to `train/`, and every image to `train_valid/`. Returns the number of validation images per class.
+    Each file placed is recorded in `manifest` (default: `reorg_dir`'s).
+    """
+    manifest = manifest or fs.Manifest(reorg_dir)
+    if not 0 < valid_ratio < 1:
+        raise InputError(f"valid ratio must be between 0 and 1 (exclusive), got {valid_ratio}")
+    unlabelled = [path for image_id, path, _ in train_files if str(image_id) not in labels]
+    if unlabelled:
+        raise InputError(f"{unlabelled[0]}: image has no row in trainLabels.csv")
+    image_ids = {str(image_id) for image_id, _, _ in train_files}
+    missing = [image_id for image_id in labels if image_id not in image_ids]
+    if missing:
+        raise InputError(f"trainLabels.csv: id {missing[0]} has no image {missing[0]}.png in train/")
+    class_sizes = collections.Counter(labels.values())
+    rarest, n = class_sizes.most_common()[-1]
+    n_valid_per_label = max(1, math.floor(n * valid_ratio))
+    if n - n_valid_per_label < 1:
+        raise InputError(f"class {shorten(repr(rarest), 80)} has only {n} image(s): too few to hold out "
+                         f"{n_valid_per_label} for validation and still train on it")
+    label_count = collections.Counter()
+    for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train", manifest)):
+        label = labels[str(image_id)]
+        _place(path, os.path.join(reorg_dir, "train_valid", label), name, manifest)
+        if label_count[label] < n_valid_per_label:
+            _place(path, os.path.join(reorg_dir, "valid", label), name, manifest)
+            label_count[label] += 1
+        else:
+            _place(path, os.path.join(reorg_dir, "train", label), name, manifest)
+    return n_valid_per_label
+
+
+def reorg_test(test_files, reorg_dir, manifest=None):
+    """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
+    manifest = manifest or fs.Manifest(reorg_dir)
+    for name, path in checked_sources(test_files, reorg_dir, "test", manifest):
+        _place(path, os.path.join(reorg_dir, "test", "unknown"), name, manifest)
+
+
+def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
+    """Build the reorganisation in a staging folder beside `reorg_dir` and publish it by renaming.
+
+    The completion marker is written last, so a folder without it is never taken for a finished one.
+    Every file placed is recorded in the folder's manifest (gluon_cifar.fs), which alone decides what a
+    rebuild may remove: checked before any work, so a file of the user's stops the rebuild untouched.
+    """
+    purpose = f"{reorg_dir} is rebuilt"
+    if os.path.isdir(reorg_dir) and os.listdir(reorg_dir):
+        fs.check_owned([reorg_dir], fs.Manifest(reorg_dir), purpose)
+    staging = fs.staging_dir(reorg_dir)
+    manifest = fs.Manifest(staging)
+    try:
+        with manifest:
+            reorg_train_valid(train, labels, valid_ratio, staging, manifest)
+            reorg_test(test, staging, manifest)
+        write_json(os.path.join(staging, COMPLETE_MARKER), stamp)
+    except BaseException:
+        fs.remove_owned([staging], manifest, "the staging folder of a failed build")
+        raise
+    fs.replace_folder(staging, reorg_dir, purpose)
+
+
+def reorg_cifar10_data(data_dir, valid_ratio, reorg_dir=None):
+    """Build `train_valid_test/` from a Kaggle-layout folder; return its path.
+
+    Exact reuse: a complete reorganisation is reused only when it was made from the same CSV content,
+    the same source files and the same ratio, and is rebuilt otherwise. One run at a time builds
+    (an exclusive lock beside the folder); the others wait, then reuse it. Sources are only read.
+    """
+    with reorganised(data_dir, valid_ratio, reorg_dir) as folder:
+        return folder
+
+
+@contextlib.contextmanager
+def reorganised(data_dir, valid_ratio, reorg_dir=None, resumes=None):
+    """`reorg_cifar10_data`, keeping the reorganisation in use until the block ends: while a run trains on
+    it, another run that would rebuild it (other labels, images or ratio) is refused instead of changing
+    the files under the first one.
+
+    `resumes`, the `data_fingerprint` a resumed run recorded, refuses other training data (before any
+    rebuild), naming what changed; other test images are this run's to predict."""
+    check_data_folder(data_dir)
+    reorg_dir = reorg_dir or os.path.join(data_dir, REORG_DIRNAME)
+    check_output_location(data_dir, reorg_dir, "the reorganisation folder")
+    check_reorg_target(reorg_dir)
+    in_use = _lock_file(reorg_dir, "in-use")  # shared by the runs using it; exclusive to rebuild it
+    try:
+        build = _lock_file(reorg_dir, "lock")
+        build.take(waiting=f"waiting for another run's reorganisation of {reorg_dir}")
+        try:
+            unpack_archives(data_dir)
+            csv_path = os.path.join(data_dir, "trainLabels.csv")
+            labels = read_csv_labels(csv_path)
+            train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
+            if not test:
+                raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
+            stamp = source_stamp(labels, valid_ratio, train, test)
+            change = resumes and training_data_change(resumes, stamp, reorg_dir)
+            if change:
+                raise InputError(f"--resume continues the run on the data it started on, but {change} (in "
+                                 f"{data_dir}): restore that data, or start a new run (--overwrite or another "
+                                 "--output-dir)")
+            if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
+                check_reorg_target(reorg_dir)  # again, under the lock
+                in_use.take(busy=f"{reorg_dir} is in use by a run training on it, and was built from other "
+                                 "labels, images or --valid-ratio: rebuilding it now would change that run's "
+                                 "data; wait for it to end, or give this run its own --reorg-dir")
+                log.info("reorganising %d training and %d test images into class folders in %s (hard links; "
+                         "every image decoded once to catch damaged files; done once, reused by later runs)",
+                         len(train), len(test), reorg_dir)
+                _build(train, test, labels, valid_ratio, stamp, reorg_dir)
+            in_use.take(shared=True)  # under the build lock: no rebuild can come in between
+        finally:
+            build.close()
+        yield reorg_dir
+    finally:
+        in_use.close()
+
+
+# The demo set
+
+
+# Transforms, datasets and loaders
+
+
