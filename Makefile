@@ -47,9 +47,10 @@ demo: $(VENV)/installed
 test: $(TEST_ENVS)
 	$(PY) -m pytest -q tests
 
-# The tier to run while working: everything but the full-pipeline subprocess runs (marked slow).
+# The tier to run while working: in-process unit tests and the commands' tests; tests/e2e/ (full-pipeline
+# runs: kills and resumes, distributed jobs, the notebook) is left to `make test`.
 test-fast: $(TEST_ENVS)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q tests/unit tests/cli
 
 # The package in a throwaway environment of a user's own stack, installed with the README's two commands:
 # the newest NumPy 2, SciPy and onnxruntime, a stand-in PyTorch 2; Python 3.12 unless PYTHON=. Trains the demo

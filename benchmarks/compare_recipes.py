@@ -34,13 +34,14 @@ from mxnet import init, npx  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
 import gluon_cifar  # noqa: E402
-from gluon_cifar import predict, train
+from gluon_cifar import train
 from gluon_cifar.training import loop, recipes
-from gluon_cifar.model import resnet18, resnet_block# noqa: E402
+from gluon_cifar.model import resnet18, resnet_block  # noqa: E402
 from gluon_cifar.data.labels import read_csv_labels
 from gluon_cifar.data.loaders import load_datasets, make_loaders
 from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.transforms import make_train_transform
+from gluon_cifar.deploy import predict as deploy_predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {  # the recipes table of docs/recipes.md, as command-line flags of `python -m gluon_cifar.train`
@@ -87,7 +88,7 @@ def prepare_subset(data_dir, subset, workdir):
 
 def held_out_accuracy(net, dataset, batch_size, ctx, tta):
     """Accuracy over every image of an (image, label) dataset, through `predict` (labels in place of ids)."""
-    labels, preds = predict.predict(net, dataset, batch_size, ctx, tta=tta)
+    labels, preds = deploy_predict.predict(net, dataset, batch_size, ctx, tta=tta)
     return sum(int(l == p) for l, p in zip(labels, preds)) / len(labels)
 
 

@@ -23,7 +23,7 @@ from mxnet import gluon, init, npx  # noqa: E402
 
 from gluon_cifar import model
 from gluon_cifar.training import loop
-from gluon_cifar.errors import InputError# noqa: E402
+from gluon_cifar.errors import InputError  # noqa: E402
 from gluon_cifar.data.loaders import load_datasets, make_loaders
 from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.transforms import chapter_train_transform

@@ -66,7 +66,10 @@ with open(output, "w", newline="") as f:
 REORG = """
 import os, resource, sys, time
 os.sched_setaffinity(0, {int(c) for c in sys.argv[3].split(",")})
-from gluon_cifar.data.reorg import reorg_cifar10_data
+try:
+    from gluon_cifar.data.reorg import reorg_cifar10_data
+except ImportError:  # a checkout from before the layout of one folder per stage (a baseline)
+    from gluon_cifar.data import reorg_cifar10_data
 def cpu():
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(r.ru_utime + r.ru_stime for r in usage)

@@ -33,12 +33,13 @@ import numpy as onp  # noqa: E402
 from mxnet import npx  # noqa: E402
 
 import gluon_cifar  # noqa: E402
-from gluon_cifar import data, export# noqa: E402
-from gluon_cifar.model import resnet18# noqa: E402
+
+from gluon_cifar.model import resnet18  # noqa: E402
 from gluon_cifar.data import transforms as data_transforms
 from gluon_cifar.data.loaders import ImageFilesDataset
 from gluon_cifar.deploy.export import export_model, load_exported
 from gluon_cifar.images import INPUT_SHAPE
+from gluon_cifar.deploy.onnx import export_onnx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
@@ -99,7 +100,7 @@ def export_reference(params_file, folder):
     net(mx.np.zeros((1,) + INPUT_SHAPE))
     prefix = os.path.join(folder, "model")
     export_model(net, prefix, [str(k) for k in range(10)])
-    export.export_onnx(prefix, prefix + ".onnx")
+    export_onnx(prefix, prefix + ".onnx")
     return prefix
 
 

@@ -18,7 +18,10 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RERUN = """
 import sys, time
 import gluon_cifar
-from gluon_cifar.data.reorg import reorg_cifar10_data
+try:
+    from gluon_cifar.data.reorg import reorg_cifar10_data
+except ImportError:  # a checkout from before the layout of one folder per stage (a baseline)
+    from gluon_cifar.data import reorg_cifar10_data
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])  # built on the first call, then found complete
 start = time.perf_counter()
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])

@@ -47,7 +47,7 @@ from gluon_cifar import predict
 from gluon_cifar.data import fastdata
 from gluon_cifar.deploy import fastinfer
 from gluon_cifar.deploy.export import export_model, load_exported
-from gluon_cifar.model import get_net, resnet18# noqa: E402
+from gluon_cifar.model import get_net, resnet18  # noqa: E402
 
 sys.path.insert(0, HERE)
 from test_folder import make_test_folder  # noqa: E402
@@ -57,6 +57,7 @@ from gluon_cifar.data.reorg import REORG_DIRNAME, reorg_cifar10_data
 from gluon_cifar.data.sources import unpack_archives
 from gluon_cifar.data.transforms import chapter_train_transform
 from gluon_cifar.images import list_images
+from gluon_cifar.deploy import predict as deploy_predict
 
 BATCH = 128
 CORES = os.cpu_count() or 1
@@ -341,7 +342,7 @@ def prediction_rows(prefix, test_folder, train_dir, root, n_baseline, n_ours, n_
 
     def chapter():
         net, classes = load_exported(prefix, mx.cpu())
-        predict.predict_folder(net, base_dir, classes, os.path.join(root, "submission_chapter.csv"), BATCH,
+        deploy_predict.predict_folder(net, base_dir, classes, os.path.join(root, "submission_chapter.csv"), BATCH,
                                mx.cpu())
 
     def ours():

@@ -5,7 +5,7 @@
 Every run trains the chapter's step (its augmentation, batch 128 per process, hybridized with static
 memory, as `train` does) on the real images of DIR (a Kaggle-layout folder), through the
 package's own loaders, sampler, Trainer and `train_one_epoch`; `--warmup` steps, then `--steps` timed
-steps. The distributed jobs are laid out by `gluon_cifar.launch.plan` (the launcher's core split) and
+steps. The distributed jobs are laid out by `gluon_cifar.training.launcher.plan` (the launcher's core split) and
 run on 127.0.0.1 with `--servers` servers. Printed per run: the job's images per second, its ratio to
 one process with all the cores (the baseline, run first), that ratio per worker (efficiency), and the
 CPU seconds each role used during the timed steps (workers with their data-loader processes, servers,
@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from gluon_cifar import launch# noqa: E402  (imports no MXNet: threads are set per process below)
+from gluon_cifar.training import launcher  # noqa: E402  (imports no MXNet: threads are set per process below)
 from gluon_cifar.training.launcher import free_port
 
 START, END = "scaling: start", "scaling: end"
@@ -157,7 +157,7 @@ def main():
                              "cpu_s": roles, "seconds": one["seconds"]})
                 baseline = max(baseline or 0, rows[-1]["img_s"])
             for workers in args.workers:
-                layout = launch.plan(workers, args.servers, None, "127.0.0.1", free_port(),
+                layout = launcher.plan(workers, args.servers, None, "127.0.0.1", free_port(),
                                      ["--num-workers", str(loaders)], sys.executable, args.cores)
                 job, roles = run([(name, {**env, **service_threads} if not name.startswith("worker") else env,
                                    worker_argv(args, loaders) if name.startswith("worker") else argv)

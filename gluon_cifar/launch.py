@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import traceback
 
 from gluon_cifar.cli import ArgumentParser, check_mxnet_environment, report_input_errors
 from gluon_cifar.errors import InputError, shorten
@@ -126,6 +127,28 @@ def main(argv=None):
     if failure:
         sys.exit(130 if failure == "interrupted" else 1)
     print(f"all {args.workers} worker(s) finished", flush=True)
+
+
+
+def run_worker(argv):
+    """A worker: `python -m gluon_cifar.train` with `argv`, leaving at once if it fails.
+
+    A worker that fails would otherwise wait forever at MXNet's exit barrier for the others, which
+    wait for it in their next gradient exchange; its exit lets the launcher stop the job.
+    """
+    from gluon_cifar.train import main
+    try:
+        main(argv)
+        return
+    except SystemExit as stop:  # an InputError, already reported on stderr
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

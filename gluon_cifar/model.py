@@ -1,6 +1,9 @@
 """Model stage: the chapter's ResNet-18, built from `Residual` HybridBlocks. Blocks and constructors only."""
+import mxnet as mx
 from mxnet import init
 from mxnet.gluon import nn
+
+from gluon_cifar.images import INPUT_SHAPE
 
 
 class Residual(nn.HybridBlock):
@@ -47,6 +50,13 @@ def resnet18(num_classes):
             resnet_block(512, 2))
     net.add(nn.GlobalAvgPool2D(), nn.Dense(num_classes))
     return net
+
+
+def initialize_shapes(net):
+    """Run one blank image through `net` on its first device: completes deferred initialisation (every
+    parameter's shape known) and, for a hybridized net, traces the graph that `export` writes."""
+    device = next(iter(net.collect_params().values())).list_ctx()[0]
+    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=device))
 
 
 def get_net(devices, num_classes=10):

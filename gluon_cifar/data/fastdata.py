@@ -5,7 +5,7 @@ image at a time on every epoch (~1,000 img/s here). This path decodes each split
 reorganised folders), then draws the chapter's crop parameters for a whole batch at once and resizes
 with OpenCV, which MXNet's `image.resize` wraps (pixel-identical for the same parameters):
 Resize(40) -> RandomResizedCrop(32, scale=(0.64, 1), ratio=1) -> RandomFlipLeftRight -> ToTensor ->
-Normalize. `crop_params` states the distribution; tests/test_speed_paths.py checks it against the
+Normalize. `crop_params` states the distribution; tests/unit/test_fastdata.py checks it against the
 chapter's transforms over many samples.
 """
 import os

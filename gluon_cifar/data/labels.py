@@ -5,7 +5,7 @@ import unicodedata
 
 import pandas as pd
 
-from gluon_cifar.errors import InputError, shorten
+from gluon_cifar.errors import InputError, reason, shorten
 from gluon_cifar.images import MAX_IMAGE_ID
 
 MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
@@ -48,7 +48,7 @@ def read_csv_labels(fname):
     except pd.errors.EmptyDataError:
         raise InputError(f"{fname}: file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(f"{fname}: not a valid CSV file ({str(err).strip().splitlines()[-1]})") from None
+        raise InputError(f"{fname}: not a valid CSV file ({reason(err)})") from None
     header = list(table.iloc[0].fillna(""))
     if header != ["id", "label"]:
         raise InputError(f"{fname}: header must be 'id,label', found {shorten(','.join(header), 80)!r}")

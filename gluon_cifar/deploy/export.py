@@ -16,6 +16,7 @@ from gluon_cifar import fs
 from gluon_cifar.errors import InputError, reason, shorten
 from gluon_cifar.fs import write_error, write_json
 from gluon_cifar.images import INPUT_SHAPE
+from gluon_cifar.model import initialize_shapes
 
 # NumPy-mode operator -> (legacy operator, its attributes). MXNet 1.9.1's ONNX exporter (and its MKLDNN
 # fusion) know only the legacy ones. The residual adds have operands of equal shapes.
@@ -34,8 +35,7 @@ def export_model(net, prefix, classes):
     The net is run once on one blank image first: MXNet exports the graph of the last forward pass, and a
     resumed run with no epoch left has made none (inference mode: no statistic changes).
     """
-    device = next(iter(net.collect_params().values())).list_ctx()[0]
-    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=device))
+    initialize_shapes(net)
     folder = os.path.dirname(os.path.abspath(prefix))
     manifest = fs.Manifest(folder)
     fs.check_owned(exported_files(prefix).values(), manifest, "the export replaces it")
@@ -121,10 +121,14 @@ def check_exported(prefix):
 def load_exported(prefix, ctx):
     """Reopen an export as a `SymbolBlock` on `ctx`, after `check_exported`; return (net, class names)."""
     files, classes = check_exported(prefix)
+    return import_block(files["symbol"], files["params"], ctx), classes
+
+
+def import_block(symbol_file, params_file, ctx):
+    """The graph of `symbol_file` with the parameters of `params_file` as a SymbolBlock on `ctx` (input 'data')."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # imports() warns that the input name 'data' is not a parameter
-        net = gluon.SymbolBlock.imports(files["symbol"], ["data"], files["params"], ctx=ctx)
-    return net, classes
+        return gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=ctx)
 
 
 def load_weights(net, source, classes):
@@ -132,7 +136,7 @@ def load_weights(net, source, classes):
     train_valid run): from an export prefix (its classes must be `classes`), a checkpoint folder (its
     `net.params`) or a parameter file written by `save_parameters`."""
     devices = next(iter(net.collect_params().values())).list_ctx()
-    net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))  # completes deferred initialisation: every shape known
+    initialize_shapes(net)
     if not os.path.isfile(exported_files(source)["symbol"]):
         path = os.path.join(source, "net.params") if os.path.isdir(source) else source
         if not os.path.isfile(path):
@@ -188,6 +192,11 @@ def load_params(params_file):
         params = None
     if not isinstance(params, dict):
         raise InputError(f"{params_file}: not an MXNet parameter file (truncated or damaged?)")
+    return without_prefixes(params)
+
+
+def without_prefixes(params):
+    """{name: array} of MXNet's saved {'arg:name'/'aux:name': array}."""
     return {key.split(":", 1)[-1]: value for key, value in params.items()}
 
 

@@ -8,13 +8,11 @@ calibrated on training images; the output layer stays FP32.
 """
 import os
 import tempfile
-import warnings
 
 import mxnet as mx
 import numpy as onp
-from mxnet import gluon
 
-from gluon_cifar.deploy.export import check_exported, legacy_symbol
+from gluon_cifar.deploy.export import check_exported, import_block, legacy_symbol, without_prefixes
 from gluon_cifar.errors import InputError
 from gluon_cifar.images import INPUT_SHAPE, decode_batch, list_images, normalize, prefetch
 
@@ -24,10 +22,7 @@ def _symbol_block(sym, params, ctx):
     with tempfile.TemporaryDirectory() as folder:
         sym.save(os.path.join(folder, "net-symbol.json"))
         mx.nd.save(os.path.join(folder, "net-0000.params"), params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # imports() warns that the input name 'data' is not a parameter
-            return gluon.SymbolBlock.imports(os.path.join(folder, "net-symbol.json"), ["data"],
-                                             os.path.join(folder, "net-0000.params"), ctx=ctx)
+        return import_block(os.path.join(folder, "net-symbol.json"), os.path.join(folder, "net-0000.params"), ctx)
 
 
 def load_fast(prefix, batch_size, calib_images=None, calib_mode="naive", ctx=mx.cpu(), tta="none"):
@@ -52,8 +47,9 @@ def quantize(sym, params, calib_images, calib_mode, ctx):
     """INT8 graph and parameters of a fusable FP32 graph, calibrated on `calib_images` (uint8 NHWC)."""
     from mxnet.contrib.quantization import quantize_model_mkldnn
     aux_names = set(sym.list_auxiliary_states())
-    args = {k.split(":", 1)[1]: v for k, v in params.items() if k.split(":", 1)[1] not in aux_names}
-    auxs = {k.split(":", 1)[1]: v for k, v in params.items() if k.split(":", 1)[1] in aux_names}
+    named = without_prefixes(params)
+    args = {name: v for name, v in named.items() if name not in aux_names}
+    auxs = {name: v for name, v in named.items() if name in aux_names}
     calib = mx.io.NDArrayIter(normalize(calib_images).as_nd_ndarray(), batch_size=min(64, len(calib_images)))
     qsym, qargs, qauxs = quantize_model_mkldnn(
         sym, args, auxs, label_names=(), ctx=ctx, calib_mode=calib_mode, calib_data=calib,

@@ -1,5 +1,5 @@
 """The package's file-system layer: the only code that creates by rename, renames, replaces, locks or
-removes files and folders (tests/test_fs.py checks it). The rest of the package calls it.
+removes files and folders (tests/unit/test_fs.py checks it). The rest of the package calls it.
 
 - atomic: outputs written under a staging name and renamed into place, recorded in the folder's manifest;
 - manifest: what the package wrote in a folder, with each file's identity;

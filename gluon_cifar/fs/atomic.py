@@ -7,7 +7,7 @@ import tempfile
 
 from mxnet.base import MXNetError
 
-from gluon_cifar.errors import InputError
+from gluon_cifar.errors import InputError, reason
 from gluon_cifar.fs.manifest import Manifest, identity
 from gluon_cifar.fs.tree import check_owned, clean_stale_staging, forget_staging, staging_prefix
 
@@ -15,8 +15,8 @@ from gluon_cifar.fs.tree import check_owned, clean_stale_staging, forget_staging
 def write_error(path, err):
     """The InputError for a failed write of `path`; MXNet's own writers fail with an MXNetError."""
     if isinstance(err, MXNetError):
-        reason = str(err).strip().splitlines()[-1].split(": ")[-1]  # e.g. 'FileStream.Write incomplete'
-        return InputError(f"cannot write {path}: {reason} (disk full?)")
+        return InputError(f"cannot write {path}: {reason(err).split(': ')[-1]} (disk full?)")  # 'FileStream.Write incomplete'
+
     return InputError(f"cannot write {path}: {err.strerror or err}")
 
 

@@ -34,7 +34,7 @@ from mxnet.base import MXNetError
 from gluon_cifar import fs
 from gluon_cifar.errors import InputError, reason
 from gluon_cifar.fs import atomic_path, read_json, write_error, write_json
-from gluon_cifar.images import INPUT_SHAPE
+from gluon_cifar.model import initialize_shapes
 
 CHECKPOINT_DIRNAME = "checkpoint"
 OPTIMIZER_ARRAYS, OPTIMIZER_COUNTERS = "optimizer.params", "optimizer.json"
@@ -240,7 +240,7 @@ def load_checkpoint(folder, net, trainer):
     if any(size <= 0 for p in net.collect_params().values() for size in p.shape):
         # Trace the graph while the shapes are still unknown, as a fresh run's first batch does: the export
         # is then the uninterrupted run's, byte for byte (inference mode: the weights are replaced next).
-        net(mx.np.zeros((1,) + INPUT_SHAPE, ctx=devices[0]))
+        initialize_shapes(net)
     try:
         net.load_parameters(params_file, ctx=devices)
     except (MXNetError, UnicodeDecodeError, AssertionError, ValueError, KeyError) as err:

@@ -30,32 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 from gluon_cifar.errors import InputError
 
-WORKER_ENTRY = "import sys; from gluon_cifar.training.launcher import run_worker; run_worker(sys.argv[1:])"
-
-
-def run_worker(argv):
-    """A worker: `python -m gluon_cifar.train` with `argv`, leaving at once if it fails.
-
-    A worker that fails would otherwise wait forever at MXNet's exit barrier for the others, which
-    wait for it in their next gradient exchange; its exit lets the launcher stop the job.
-    """
-    from gluon_cifar.train import main
-    try:
-        main(argv)
-        return
-    except SystemExit as stop:  # an InputError, already reported on stderr
-        code = stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    if code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+WORKER_ENTRY = "import sys; from gluon_cifar.launch import run_worker; run_worker(sys.argv[1:])"
 
 
 def parse_hostfile(path):

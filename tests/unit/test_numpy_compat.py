@@ -1,4 +1,5 @@
-"""gluon_cifar.numpy_compat: MXNet's NumPy names present, nothing NumPy has replaced, NumPy ints printed as ints."""
+"""gluon_cifar.numpy_compat: MXNet's NumPy names present, nothing NumPy has replaced, NumPy ints printed as
+ints."""
 import json
 import re
 import subprocess

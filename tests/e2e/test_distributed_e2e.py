@@ -1,8 +1,5 @@
-"""Many devices and many machines: several CPU contexts against one, and real dist_sync jobs on 127.0.0.1.
-
-The distributed tests run the launcher as a user does: a scheduler, parameter servers and two workers
-as separate processes, each bounded by the launcher's --timeout and by the subprocess timeout here.
-"""
+"""Real dist_sync jobs on 127.0.0.1 through `gluon_cifar.launch`: equivalence with one process, checkpoints,
+resume, a dead worker."""
 import json
 import os
 import re
@@ -13,91 +10,18 @@ import sys
 import mxnet as mx
 import numpy as onp
 import pytest
-from mxnet import gluon, init
-from mxnet.gluon import nn
 
-from clitools import assert_one_error_line, command, run, snapshot
-from conftest import make_kaggle_dir
-from distfit import fit_plainly
-from gluon_cifar import launch
-from gluon_cifar.data.loaders import ShardSampler
 from gluon_cifar.data.reorg import reorg_cifar10_data
-from gluon_cifar.training.distributed import trainer_options
-from gluon_cifar.training.loop import train_one_epoch
+from gluon_cifar.training import launcher
 from gluon_cifar.training.launcher import free_port
+
+from clitools import assert_one_error_line, command, snapshot
+from conftest import REPO, make_kaggle_dir
+from distfit import fit_plainly
 
 JOB_TIMEOUT = 240  # seconds; a healthy job here takes well under a minute
 
 
-def small_net(devices):
-    """A model without BatchNorm, whose update does not depend on how a batch is split."""
-    net = nn.HybridSequential()
-    net.add(nn.Conv2D(8, kernel_size=3, padding=1, activation="relu"), nn.GlobalAvgPool2D(), nn.Dense(3))
-    net.initialize(init.Xavier(), ctx=devices)
-    net.hybridize()
-    return net
-
-
-@pytest.mark.parametrize("kvstore", ["local", "device"])
-def test_two_cpu_contexts_make_the_update_of_one(tmp_path, kvstore):
-    X = mx.np.random.uniform(size=(16, 3, 8, 8))
-    y = mx.np.array(onp.arange(16) % 3, dtype="int32")
-    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=8)  # two batches: momentum too
-    one, two = [mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]
-    mx.random.seed(0)
-    reference = small_net(one)
-    reference(X[:1])
-    reference.save_parameters(str(tmp_path / "start.params"))
-    params = {}
-    for devices in (one, two):
-        net = small_net(devices)
-        net.load_parameters(str(tmp_path / "start.params"), ctx=devices)
-        trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.5, "momentum": 0.9, "wd": 5e-4},
-                                **trainer_options(kvstore))
-        train_one_epoch(net, loader, gluon.loss.SoftmaxCrossEntropyLoss(), trainer, devices)
-        params[len(devices)] = [[d.asnumpy() for d in p.list_data()] for p in net.collect_params().values()]
-    start = [p.data().asnumpy() for p in reference.collect_params().values()]
-    for before, (single,), replicas in zip(start, params[1], params[2]):
-        assert not onp.allclose(single, before)  # the steps changed it
-        for replica in replicas:
-            onp.testing.assert_allclose(replica, single, rtol=1e-4, atol=1e-6)
-
-
-def test_workers_share_each_global_batch_of_one_process_in_its_order():
-    """Worker r's batches are the r-th parts of one process's batches of workers x batch_size."""
-    length, workers, batch = 40, 3, 4
-    onp.random.seed(7)
-    one = list(gluon.data.RandomSampler(length))[:(length // (workers * batch)) * workers * batch]
-    parts = []
-    for rank in range(workers):
-        onp.random.seed(7)  # fit seeds every worker alike at the start of an epoch
-        sampler = ShardSampler(length, workers, rank, batch)
-        parts.append(list(sampler))
-        assert len(sampler) == len(parts[-1]) == 3 * batch
-    joined = [i for step in range(3) for part in parts for i in part[step * batch:(step + 1) * batch]]
-    assert joined == one
-
-
-@pytest.mark.parametrize("loaders, expected", [(0, [16, 15, 15, 15]), (2, [14, 13, 13, 13])])
-def test_launcher_shares_the_cores_among_local_processes(monkeypatch, loaders, expected):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    layout = launch.plan(4, 2, None, "127.0.0.1", 9000, ["--num-workers", str(loaders)], "python", cores=64)
-    threads = {name: int(env["OMP_NUM_THREADS"]) for name, _, env, _ in layout}
-    assert [threads[f"worker {i}"] for i in range(4)] == expected
-    assert threads["scheduler"] == threads["server 0"] == threads["server 1"] == 1
-    assert sum(threads.values()) + 4 * loaders == 64
-    for name, _, env, _ in layout:
-        if not name.startswith("worker"):
-            assert env["MXNET_CPU_WORKER_NTHREADS"] == "1"
-
-
-def test_launcher_keeps_the_users_thread_count_for_the_workers(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    layout = launch.plan(2, 1, None, "127.0.0.1", 9000, [], "python", cores=64)
-    assert [env["OMP_NUM_THREADS"] for _, _, env, _ in layout] == ["1", "1", "3", "3"]
-
-
-@pytest.mark.slow
 def test_two_workers_learn_as_one_process_with_two_devices(tmp_path):
     """2 workers x batch 3 (dist_sync, a thread each) against one process with cpu:2 x batch 6: from the same
     initialisation and the same examples, 8 updates end with the same parameters and BatchNorm statistics."""
@@ -105,12 +29,12 @@ def test_two_workers_learn_as_one_process_with_two_devices(tmp_path):
     one = fit_plainly(reorg, "cpu:2", 6)
     one.save_parameters(str(tmp_path / "one.params"))
 
-    worker = [sys.executable, os.path.join(os.path.dirname(__file__), "distfit.py"), reorg,
+    worker = [sys.executable, os.path.join(REPO, "tests", "distfit.py"), reorg,
               str(tmp_path / "checkpoint"), "3"]
     layout = [(name, host, {**env, "OMP_NUM_THREADS": "1"}, worker if name.startswith("worker") else argv)
-              for name, host, env, argv in launch.plan(2, 1, None, "127.0.0.1", free_port(), [],
+              for name, host, env, argv in launcher.plan(2, 1, None, "127.0.0.1", free_port(), [],
                                                         sys.executable)]
-    assert launch.run_job(layout, timeout=JOB_TIMEOUT) is None
+    assert launcher.run_job(layout, timeout=JOB_TIMEOUT) is None
 
     expected = mx.npx.load(str(tmp_path / "one.params"))
     got = mx.npx.load(str(tmp_path / "checkpoint" / "epoch-0002" / "net.params"))
@@ -160,7 +84,6 @@ def assert_ended(pids):
         assert not os.path.exists(f"/proc/{pid}"), f"{name} (pid {pid}) still exists"
 
 
-@pytest.mark.slow
 def test_dist_sync_job_rank0_checkpoints_and_writes_once(job_dir):
     root, result = job_dir
     assert "all 2 worker(s) finished" in result.stdout
@@ -187,7 +110,6 @@ def test_dist_sync_job_rank0_checkpoints_and_writes_once(job_dir):
     assert sorted(os.listdir(root)) == ["cache", "kaggle", "out"]  # no rank 1 outputs
 
 
-@pytest.mark.slow
 def test_a_job_whose_worker_is_killed_mid_epoch_resumes_to_the_same_parameters(job_dir):
     root, _ = job_dir
     proc = subprocess.Popen(launch_command("-s", 2, train_args=["--epochs", 2, "--output-dir", "out-killed"]),
@@ -220,7 +142,6 @@ def test_a_job_whose_worker_is_killed_mid_epoch_resumes_to_the_same_parameters(j
     assert (root / "out-killed" / "submission.csv").read_text() == (root / "out" / "submission.csv").read_text()
 
 
-@pytest.mark.slow
 def test_a_finished_job_resumed_has_nothing_to_do(job_dir):
     """Before, rank 0 returned at once while rank 1 initialised the servers' keys it reads: SIGABRT."""
     root, _ = job_dir
@@ -230,18 +151,6 @@ def test_a_finished_job_resumed_has_nothing_to_do(job_dir):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "every output written): nothing to do" in resumed.stdout
     assert snapshot(root / "out") == before
-
-
-def test_resuming_with_another_number_of_workers_is_refused_before_the_job_starts(tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "config.json").write_text(json.dumps({"job_workers": 2, "epochs": 2}))
-    with pytest.raises(SystemExit) as stop:
-        launch.main(["-n", "3", "--", "--data-dir", "kaggle", "--output-dir", str(out), "--resume"])
-    captured = capsys.readouterr()
-    assert stop.value.code == 2 and "started" not in captured.out
-    assert captured.err.splitlines() == [captured.err.strip()] and captured.err.startswith("error: ")
-    assert "the worker count changed (was 2, now 3)" in captured.err and str(out) in captured.err
 
 
 STAND_IN_SSH = """#!/bin/sh
@@ -255,7 +164,6 @@ exec sh -c "$1"
 """
 
 
-@pytest.mark.slow
 def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_path):
     """The host-file path with a stand-in for ssh that runs the remote command on this machine."""
     root, _ = job_dir
@@ -277,7 +185,6 @@ def test_host_file_job_through_ssh_commands_with_dist_device_sync(job_dir, tmp_p
     assert os.path.isfile(root / "out-hosts" / "submission.csv")
 
 
-@pytest.mark.slow
 def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
     root, _ = job_dir
     proc = subprocess.Popen(launch_command("-s", 1, train_args=["--epochs", 1000, "--output-dir", "out-dead"]),
@@ -294,41 +201,3 @@ def test_a_dead_worker_stops_the_job_with_a_clear_message(job_dir):
                           f"worker 1 (pid {started['worker 1']}) was killed by signal SIGKILL",
                           "stopping the other 3 process(es)", code=1)
     assert_ended(started)
-
-
-def test_dist_kvstore_outside_a_launched_job_is_refused(kaggle_dir, tmp_path):
-    result = run("train", "--data-dir", kaggle_dir, "--kvstore", "dist_sync", "--output-dir", tmp_path / "out")
-    assert_one_error_line(result, "--kvstore dist_sync", "python -m gluon_cifar.launch")
-
-
-AMP_PROBE = """
-import gluon_cifar  # before MXNet: gluon_cifar.numpy_compat
-import mxnet as mx
-mx.npx.set_np()
-from mxnet.contrib import amp
-from gluon_cifar.model import get_net
-amp.init(target_dtype="bfloat16")
-net = get_net([mx.cpu()], 3)
-net.hybridize()
-out = net(mx.np.zeros((1, 3, 32, 32)))
-casts = [n for n in net._cached_graph[1].get_internals().list_outputs() if "amp_cast" in n]
-print(out.dtype, len(casts))
-"""
-
-
-def test_why_amp_is_refused_mxnet_amp_leaves_numpy_mode_gluon_in_float32():
-    """If a future MXNet makes AMP cast NumPy-mode operators, this fails: then offer --amp."""
-    result = subprocess.run([sys.executable, "-c", AMP_PROBE], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["float32", "0"]
-
-
-@pytest.mark.parametrize("args, fragment", [
-    (["-n", 2, "--", "--kvstore", "local"], "--kvstore local is for one process"),
-    (["-n", 2, "--hostfile", "no-such-hosts", "--"], "no-such-hosts: cannot read host file"),
-])
-def test_launcher_refuses_bad_arguments_before_starting_anything(tmp_path, args, fragment):
-    result = run("launch", *args, cwd=tmp_path)
-    assert_one_error_line(result, fragment)
-    assert "started" not in result.stdout

@@ -1,9 +1,4 @@
-"""ONNX export: `python -m gluon_cifar.export --onnx` writes a valid model that ONNX Runtime runs as MXNet does.
-
-ONNX Runtime runs through subprocesses: on Python 3.12+ this interpreter (onnxruntime installs beside MXNet
-there, with NumPy 2); on <= 3.11 the environment `make onnx-env` makes (.venv-onnx/), as onnxruntime needs
-numpy >= 1.24, which MXNet 1.9.1 cannot import there.
-"""
+"""gluon_cifar.deploy.onnx: a valid model of the documented opset that ONNX Runtime runs as MXNet does."""
 import json
 import os
 import shutil
@@ -15,16 +10,16 @@ import numpy as onp
 import onnx
 import pytest
 
-from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import export, predict
-from gluon_cifar.deploy.export import export_model, load_exported
-from gluon_cifar.model import get_net, resnet18
+from gluon_cifar import predict
 from gluon_cifar.data import transforms as data_transforms
 from gluon_cifar.data.loaders import ImageFilesDataset
-from gluon_cifar.deploy.export import exported_files, load_params
+from gluon_cifar.deploy.export import exported_files, load_exported, load_params
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import CLASSES, REPO, TINY
+
 NUM_IMAGES = 64
+
+
 # Runs in the ONNX Runtime environment: logits for the whole batch and for its first 5 images alone.
 ORT_LOGITS = """
 import sys, numpy as np, onnxruntime as ort
@@ -32,6 +27,8 @@ session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 X, name = np.load(sys.argv[2]), session.get_inputs()[0].name
 np.savez(sys.argv[3], full=session.run(None, {name: X})[0], head=session.run(None, {name: X[:5]})[0])
 """
+
+
 # Runs in the ONNX Runtime environment: the example script's preprocessing of every image of a folder.
 EXAMPLE_INPUTS = """
 import sys, numpy as np
@@ -61,22 +58,6 @@ def images(tmp_path_factory):
     for image_id, src in enumerate(sources, start=1):
         shutil.copyfile(src, folder / f"{image_id}.png")
     return str(folder)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The reference model (a freshly initialised one where it is absent) exported, then converted by the CLI."""
-    if os.path.isfile(REFERENCE_PARAMS):
-        net = resnet18(len(CLASSES))
-        net.load_parameters(REFERENCE_PARAMS, ctx=mx.cpu())
-    else:
-        net = get_net([mx.cpu()], len(CLASSES))
-    net.hybridize()
-    net(mx.np.zeros((1, 3, 32, 32)))
-    prefix = str(tmp_path_factory.mktemp("model") / "model")
-    export_model(net, prefix, CLASSES)
-    export.main(["--model", prefix, "--onnx"])
-    return prefix
 
 
 def test_onnx_model_is_valid_with_dynamic_batch_and_weights_as_initializers(exported):
@@ -133,33 +114,3 @@ def test_example_script_writes_the_same_submission_as_predict(exported, images, 
     mxnet_csv, onnx_csv = (tmp_path / "mxnet.csv").read_text(), (tmp_path / "onnx.csv").read_text()
     assert len(onnx_csv.splitlines()) == NUM_IMAGES + 1
     assert onnx_csv == mxnet_csv
-
-
-def run_export_cli(*args):
-    return subprocess.run([sys.executable, "-m", "gluon_cifar.export", *args],
-                          capture_output=True, text=True, cwd=REPO)
-
-
-def test_export_cli_reports_a_missing_model_in_one_line(tmp_path):
-    result = run_export_cli("--model", str(tmp_path / "model"), "--onnx")
-    assert result.returncode == 2
-    assert result.stderr == f"error: {tmp_path / 'model'}-symbol.json: exported model file not found\n"
-    assert os.listdir(tmp_path) == []
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda symbol: '{"nodes": [', "not an MXNet symbol file (truncated or damaged?)"),
-    (lambda symbol: symbol.replace('"_npx_relu"', '"_npi_sin"'), "no ONNX conversion for operator(s) _npi_sin"),
-])
-def test_export_cli_reports_a_bad_symbol_and_writes_nothing(exported, tmp_path, edit, message):
-    prefix = str(tmp_path / "model")
-    for role, path in exported_files(exported).items():
-        shutil.copyfile(path, exported_files(prefix)[role])
-    with open(prefix + "-symbol.json") as f:
-        symbol = f.read()
-    with open(prefix + "-symbol.json", "w") as f:
-        f.write(edit(symbol))
-    result = run_export_cli("--model", prefix, "--onnx")
-    assert result.returncode == 2
-    assert result.stderr == f"error: {prefix}-symbol.json: {message}\n"
-    assert sorted(os.listdir(tmp_path)) == ["model-0000.params", "model-classes.json", "model-symbol.json"]

@@ -1,4 +1,4 @@
-"""The chapter notebook runs top to bottom in a fresh kernel on the tiny data and writes the submission."""
+"""The chapter notebook runs top to bottom in a fresh kernel, with a data folder given and with none."""
 import os
 
 import nbformat
@@ -7,9 +7,11 @@ import pytest
 from ipykernel.kernelspec import install
 from nbclient import NotebookClient
 
-from conftest import CLASSES
+from conftest import CLASSES, REPO
 
-NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "kaggle_cifar10.ipynb")
+NOTEBOOK = os.path.join(REPO, "notebooks", "kaggle_cifar10.ipynb")
+
+
 KERNEL = "gluon-cifar-test"
 
 
@@ -19,7 +21,6 @@ def test_notebook_is_committed_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("data", ["given", "none"])
 def test_notebook_test_mode_runs_to_the_end_and_writes_the_submission(data, tiny_copy, tmp_path, monkeypatch):
     """With GLUON_CIFAR_DATA_DIR given as a path relative to the shell's folder (the kernel runs elsewhere),

@@ -1,64 +1,30 @@
-"""The fast paths give the chapter's results: augmentation (pixels and distribution), normalisation,
-the decoded-once loader, fused and INT8 inference, and the `predict --fast/--int8` command.
-No timing here: speed is measured side by side by benchmarks/run.py."""
-import json
+"""gluon_cifar.data.fastdata: the decoded-once path draws the chapter's augmentation and batches every image
+once."""
 import os
 
 import mxnet as mx
 import numpy as onp
-import pytest
 from mxnet import image
 from mxnet.gluon.data.vision import transforms
 from scipy import stats
 
-from clitools import assert_one_error_line, run
-from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import predict
 from gluon_cifar.data import fastdata
-from gluon_cifar.deploy import fastinfer
-from gluon_cifar.deploy.export import export_model, legacy_symbol, load_exported
-from gluon_cifar.model import resnet18
 from gluon_cifar.data import transforms as data_transforms
 from gluon_cifar.data.loaders import ImageFilesDataset
 from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.transforms import chapter_train_transform
+from gluon_cifar.deploy import fastinfer
+from gluon_cifar.deploy import predict as deploy_predict
+from gluon_cifar.deploy.export import load_exported
 from gluon_cifar.images import CIFAR10_MEAN, CIFAR10_STD
 
+from conftest import tiny_images
+
 SAMPLES = 3000  # per pipeline, for the distribution test
+
+
 ALPHA = 1e-3    # the chance that a correct pipeline fails one of the distribution checks is about 4 * ALPHA
 
-
-def tiny_images(first, count):
-    return [os.path.join(TINY, "train", f"{i}.png") for i in range(first, first + count)]
-
-
-@pytest.fixture(scope="module")
-def reference_prefix(tmp_path_factory):
-    if not os.path.isfile(REFERENCE_PARAMS):
-        pytest.skip("../shared/models/resnet18_reference.params is not present")
-    net = resnet18(len(CLASSES))
-    net.load_parameters(REFERENCE_PARAMS)
-    net.hybridize()
-    net(mx.np.zeros((1, 3, 32, 32)))
-    prefix = str(tmp_path_factory.mktemp("reference") / "model")
-    export_model(net, prefix, CLASSES)
-    return prefix
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """Flat folders of tiny's training images: `calib` (ids 1-256) and `held` (ids 801-1000)."""
-    if not os.path.isdir(TINY):
-        pytest.skip("../shared/data/cifar10_tiny is not present")
-    root = tmp_path_factory.mktemp("flat")
-    for name, first, count in (("calib", 1, 256), ("held", 801, 200)):
-        os.makedirs(root / name)
-        for path in tiny_images(first, count):
-            os.symlink(path, root / name / os.path.basename(path))
-    return root
-
-
-# Augmentation and normalisation
 
 def test_augment_gives_the_chapters_pixels_for_the_same_crop_and_flip():
     images = fastdata.decode_batch(tiny_images(1, 32))
@@ -68,12 +34,6 @@ def test_augment_gives_the_chapters_pixels_for_the_same_crop_and_flip():
     for img, out, (side, left, top, flip) in zip(images, ours, zip(*params)):
         chapter = image.fixed_crop(resize(mx.np.array(img)), left, top, side, side, (32, 32), 1).asnumpy()
         onp.testing.assert_array_equal(out, chapter[:, ::-1] if flip else chapter)
-
-
-def test_normalize_equals_the_chapters_test_transform():
-    images = fastdata.decode_batch(tiny_images(1, 16))
-    chapter = onp.stack([data_transforms.test_transform()(mx.np.array(img)).asnumpy() for img in images])
-    onp.testing.assert_array_equal(fastdata.normalize(images).asnumpy(), chapter)
 
 
 def coordinate_image():
@@ -147,8 +107,6 @@ def test_the_distribution_check_rejects_a_different_crop_scale():
     assert same_distribution([s[0] for s in chapter], [s[0] for s in wider]) < ALPHA
 
 
-# The decoded-once loader
-
 def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_copy):
     reorg_dir = reorg_cifar10_data(tiny_copy, 0.1)
     images, labels, synsets = fastdata.decoded_split(reorg_dir, "train")
@@ -176,73 +134,13 @@ def test_fast_loader_batches_every_split_image_once_from_a_reused_cache(tiny_cop
     assert (onp.bincount(seen, minlength=10) <= onp.bincount(labels, minlength=10)).all()
 
 
-# Fused and INT8 inference
-
-@pytest.mark.slow
-def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(reference_prefix, tiny_folder):
-    fused_ops = [node["op"] for node in json.loads(
-        legacy_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
-    assert fused_ops.count("_sg_mkldnn_conv") == 20 and "Convolution" not in fused_ops
-    net, classes = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
-    fused, fused_classes = fastinfer.load_fast(reference_prefix, 64)  # 200 = 3 full batches + a padded one
-    fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64)
-    assert fused_classes == classes and fast_ids == ids and ours == chapter
-
-
 def test_fused_flip_tta_predicts_as_the_plain_flip_tta(reference_prefix, tiny_folder):
     """Images and mirrors in one graph of twice the batch give `predict --tta flip`'s classes; 200 = 3 full
     batches of 64 and a padded one."""
     net, _ = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
-    _, plain = predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    ids, chapter = deploy_predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
+    _, plain = deploy_predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
     fused, _ = fastinfer.load_fast(reference_prefix, 64, tta="flip")
     fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64, tta="flip")
     assert fast_ids == ids and ours == chapter
     assert ours != plain  # the mirrors changed some predictions, so they were averaged in
-
-
-@pytest.mark.slow
-def test_int8_agrees_with_fp32_on_200_images_it_was_not_calibrated_on(reference_prefix, tiny_folder):
-    calib = fastinfer.read_calibration_images(str(tiny_folder / "calib"), 256)
-    fp32, _ = fastinfer.load_fast(reference_prefix, 100)
-    int8, _ = fastinfer.load_fast(reference_prefix, 100, calib)
-    _, p32 = fastinfer.predict_fast(fp32, str(tiny_folder / "held"), 100)
-    _, p8 = fastinfer.predict_fast(int8, str(tiny_folder / "held"), 100)
-    assert onp.mean(onp.array(p32) == onp.array(p8)) >= 0.99
-
-
-def test_predict_int8_command_writes_the_submission(reference_prefix, tiny_folder, tmp_path):
-    out = tmp_path / "submission.csv"
-    result = run("predict", "--model", reference_prefix, "--images", TINY + "/test", "--output", out,
-                 "--int8", tiny_folder / "calib", "--calib-size", 64, "--batch-size", 4, "--tta", "flip")
-    assert result.returncode == 0, result.stderr
-    rows = out.read_text().splitlines()
-    assert rows[0] == "id,label" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
-    assert all(r.split(",")[1] in CLASSES for r in rows[1:])
-
-
-def test_predict_int8_without_calibration_images_is_one_error_line(reference_prefix, tmp_path):
-    result = run("predict", "--model", reference_prefix, "--images", TINY + "/test", "--output",
-                 tmp_path / "s.csv", "--int8", tmp_path / "missing")
-    assert_one_error_line(result, "missing")
-    assert not (tmp_path / "s.csv").exists()
-
-
-@pytest.mark.slow
-def test_train_command_with_fast_data_trains_and_writes_its_outputs(kaggle_dir, tmp_path):
-    out = tmp_path / "out"
-    result = run("train", "--data-dir", kaggle_dir, "--epochs", 2, "--batch-size", 4, "--valid-ratio", 0.3,
-                 "--fast-data", "--output-dir", out)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert [m["examples"] for m in metrics] == [24, 24]  # 30 images - 6 valid, whole batches of 4
-    assert len((out / "submission.csv").read_text().splitlines()) == 1 + 7
-    assert os.path.isfile(os.path.join(kaggle_dir, "train_valid_test", "train.uint8.npz"))
-
-
-def test_fast_data_refuses_an_augmentation_it_does_not_have(kaggle_dir, tmp_path):
-    result = run("train", "--data-dir", kaggle_dir, "--fast-data", "--augment", "padcrop",
-                 "--output-dir", tmp_path / "out")
-    assert_one_error_line(result, "--fast-data")
-    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""The chapter's ResNet-18: shapes, hybridization, and export then reload without the model class."""
+"""gluon_cifar.model: the chapter's ResNet-18, its shapes and hybridization, and the reference weights."""
 import os
 
 import mxnet as mx
@@ -6,13 +6,12 @@ import numpy as onp
 import pytest
 from mxnet import np
 
-from conftest import CLASSES, REFERENCE_PARAMS, TINY
-from gluon_cifar import fs
-from gluon_cifar.deploy.export import export_model, load_exported
-from gluon_cifar.images import read_image
-from gluon_cifar.model import Residual, get_net, resnet18
 from gluon_cifar.data import transforms as data_transforms
 from gluon_cifar.data.labels import read_csv_labels
+from gluon_cifar.images import read_image
+from gluon_cifar.model import Residual, get_net, resnet18
+
+from conftest import CLASSES, REFERENCE_PARAMS, TINY
 
 
 def test_residual_shapes():
@@ -31,24 +30,6 @@ def test_resnet18_hybridized_matches_imperative():
     net.hybridize()
     assert net(X).shape == (4, 10)
     onp.testing.assert_allclose(net(X).asnumpy(), imperative, rtol=1e-4, atol=1e-5)
-
-
-def test_export_reload_gives_the_same_logits(tmp_path):
-    net = resnet18(10)
-    if os.path.isfile(REFERENCE_PARAMS):
-        net.load_parameters(REFERENCE_PARAMS)
-    else:
-        net.initialize(init=mx.init.Xavier())
-    net.hybridize()
-    X = np.random.uniform(size=(8, 3, 32, 32))
-    expected = net(X).asnumpy()
-    classes = [f"class{i}" for i in range(10)]
-    export_model(net, str(tmp_path / "model"), classes)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([  # and the folder's record of what it wrote
-        "model-0000.params", "model-classes.json", "model-symbol.json", fs.MANIFEST])
-    reloaded, reloaded_classes = load_exported(str(tmp_path / "model"), mx.cpu())
-    assert reloaded_classes == classes
-    onp.testing.assert_allclose(reloaded(X).asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_reference_parameters_load_into_the_chapter_model_and_classify_real_images():

@@ -1,4 +1,5 @@
-"""The demo data without --data-dir: d2l's demo set when it can be downloaded, else the sample in the package."""
+"""gluon_cifar.data.sources: the competition archives, the demo download and the bundled sample, unpacked
+through staging."""
 import collections
 import functools
 import http.server
@@ -10,43 +11,36 @@ import sys
 import threading
 import zipfile
 
-import pandas as pd
 import pytest
 
-from clitools import snapshot
-from conftest import CLASSES, TINY
 from gluon_cifar import fs
-from gluon_cifar.errors import InputError
-from gluon_cifar.train import main
 from gluon_cifar.data.labels import read_csv_labels
-from gluon_cifar.data.sources import BUNDLED_SAMPLE, DEMO_URL_VARIABLE, _SAMPLE_STAMP, bundled_sample, demo_data_dir
-from gluon_cifar.fs import write_json
+from gluon_cifar.data.reorg import reorg_cifar10_data
+from gluon_cifar.data.sources import (_SAMPLE_STAMP, BUNDLED_SAMPLE, DEMO_URL_VARIABLE, bundled_sample, demo_data_dir,
+                                      unpacking_folder)
+from gluon_cifar.errors import InputError
+from gluon_cifar.fs import OWNER_MARKER, write_json
+from gluon_cifar.train import main
 
-UNREACHABLE = "http://127.0.0.1:9/kaggle_cifar10_tiny.zip"  # port 9 (discard): refused at once, no network
-REPO = os.path.join(os.path.dirname(__file__), "..")
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    monkeypatch.setenv(DEMO_URL_VARIABLE, UNREACHABLE)
-    monkeypatch.delenv("GLUON_CIFAR_VIA_MAKE", raising=False)
+from clitools import snapshot
+from conftest import CLASSES, REPO, SIZES, TINY, UNREACHABLE, class_files, placed, sample_ids, tree_snapshot
 
 
-def sample_ids(folder):
-    return sorted(int(name[:-4]) for name in os.listdir(folder))
+def test_competition_archives_are_unpacked_when_folders_are_missing(kaggle_dir, tmp_path):
+    import py7zr
+    download = tmp_path / "download"
+    download.mkdir()
+    for split in ("train", "test"):
+        with py7zr.SevenZipFile(download / f"{split}.7z", "w") as z:
+            z.writeall(os.path.join(kaggle_dir, split), split)
+    os.link(os.path.join(kaggle_dir, "trainLabels.csv"), download / "trainLabels.csv")
+    reorg = reorg_cifar10_data(str(download), 0.3)
+    assert tree_snapshot(download / "train") == tree_snapshot(os.path.join(kaggle_dir, "train"))
+    assert {c: len(v) for c, v in class_files(reorg, "train_valid").items()} == SIZES
+    assert set(os.listdir(download)) == {"test", "test.7z", "train", "train.7z", "train_valid_test",
+                                         ".train_valid_test.lock", ".train_valid_test.in-use", "trainLabels.csv"}  # no staging left
 
 
-@pytest.mark.slow
-def test_offline_training_falls_back_on_the_bundled_sample(offline, tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "gluon_cifar.train", "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-         "--batch-size", "32", "--output-dir", str(out)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    said = [line for line in result.stdout.splitlines() if "bundled" in line]
-    assert len(said) == 1 and UNREACHABLE in said[0] and "--data-dir /path" in said[0], result.stderr
-    sample = tmp_path / "cache" / "demo_sample"
-    assert pd.read_csv(out / "submission.csv")["id"].tolist() == sample_ids(sample / "test")
 
 
 def test_download_only_fails_with_one_line(offline, tmp_path, capsys):
@@ -170,3 +164,35 @@ def test_setup_py_ships_the_sample(tmp_path):
     with open(tmp_path / "lib" / "gluon_cifar" / "data" / "demo_sample.zip", "rb") as built, \
             open(BUNDLED_SAMPLE, "rb") as ours:
         assert built.read() == ours.read()
+
+
+@pytest.mark.parametrize("name", [".train.unpacking", ".train.99999999.abcdefgh.tmp"])
+def test_an_unpacking_folder_of_the_users_is_not_removed(root, tmp_path, name):
+    import py7zr
+    download = tmp_path / "download"
+    (download / name).mkdir(parents=True)
+    (download / name / "draft.txt").write_text("mine")
+    with py7zr.SevenZipFile(download / "train.7z", "w") as z:
+        z.writeall(os.path.join(root, "train"), "train")
+    shutil.copytree(os.path.join(root, "test"), download / "test")
+    shutil.copyfile(os.path.join(root, "trainLabels.csv"), download / "trainLabels.csv")
+    assert len(placed(reorg_cifar10_data(str(download), 0.25))) == 30  # unpacked in a staging folder of its own
+    assert (download / name / "draft.txt").read_text() == "mine"
+
+
+def test_an_unpacking_folder_is_the_package_s_from_start_to_end(tmp_path):
+    """Renamed into place: the rest goes; the unpack failed: all of it goes."""
+    with unpacking_folder(str(tmp_path / "x")) as folder:
+        assert sorted(os.listdir(folder)) == sorted([fs.MANIFEST, OWNER_MARKER])
+        os.makedirs(os.path.join(folder, "x", "deep"))
+        (tmp_path / "elsewhere").write_bytes(b"unpacked")  # (a library's write, which the block records)
+        os.link(tmp_path / "elsewhere", os.path.join(folder, "half.png"))
+        fs.rename_into_place(os.path.join(folder, "x"), str(tmp_path / "x"))
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "x"]
+
+    with pytest.raises(RuntimeError, match="unpack failed"):
+        with unpacking_folder(str(tmp_path / "y")) as folder:
+            with open(os.path.join(folder, "half.png"), "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("unpack failed")
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "x"]

@@ -1,9 +1,4 @@
-"""One layer owns the file system (issue 20): only gluon_cifar/fs renames, replaces, removes or locks, and it
-removes or replaces only what a folder's manifest lists with its identity; anything else in the way, whatever
-its name, stops the command with one line naming it, and nothing is removed.
-
-Refusals run the real commands in-process (`main([...])`); only the killed writers are real processes.
-"""
+"""One layer owns the file system (issue 20): only gluon_cifar/fs renames, replaces, removes or locks, and it"""
 import ast
 import json
 import os
@@ -15,14 +10,18 @@ import sys
 
 import pytest
 
-from clitools import snapshot
-from conftest import make_kaggle_dir
-from gluon_cifar import export, fs, predict, train
-from gluon_cifar.errors import InputError
+from gluon_cifar import export, fs, predict
+from gluon_cifar import train as train_command
 from gluon_cifar.data.fastdata import fast_loader
 from gluon_cifar.data.reorg import COMPLETE_MARKER, reorg_cifar10_data
+from gluon_cifar.errors import InputError
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "gluon_cifar"
+from clitools import snapshot
+from conftest import REPO, make_kaggle_dir
+
+PACKAGE = pathlib.Path(REPO) / "gluon_cifar"
+
+
 FORBIDDEN = {("shutil", "rmtree"), ("shutil", "move"), ("os", "remove"), ("os", "unlink"), ("os", "rename"),
              ("os", "replace"), ("os", "rmdir"), ("os", "removedirs"), ("os", "renames"), ("fcntl", "flock")}
 
@@ -72,8 +71,6 @@ fcntl.flock(fd, 1); rm(a); rmtree(a); pathlib.Path(a).unlink(); p.rename(b); p.r
 """
     assert len(file_system_calls(source)) == 14
 
-
-# The reorganisation
 
 @pytest.fixture
 def root(tmp_path):
@@ -137,7 +134,7 @@ def test_a_rebuild_stops_at_a_file_of_the_users_whatever_its_name(root, tmp_path
             f.write("mine")
     relabel_one(root)
     before = everything(tmp_path)
-    refused(train.main, train_argv(root, tmp_path / "out"), capsys, f"{stranger}: gluon_cifar did not write this",
+    refused(train_command.main, train_argv(root, tmp_path / "out"), capsys, f"{stranger}: gluon_cifar did not write this",
             "rebuilt")
     assert_kept(before, tmp_path)
     assert os.path.exists(path)
@@ -160,7 +157,7 @@ def test_a_rebuild_stops_at_a_file_of_the_users_that_replaced_one_of_ours(root, 
     replace_with_mine(path)
     relabel_one(root)
     before = everything(tmp_path)
-    refused(train.main, train_argv(root, tmp_path / "out"), capsys, path, "did not write this file")
+    refused(train_command.main, train_argv(root, tmp_path / "out"), capsys, path, "did not write this file")
     assert_kept(before, tmp_path)
     assert open(path, "rb").read() == b"mine"
 
@@ -198,18 +195,16 @@ def test_a_resized_image_the_user_edited_stops_the_rebuild(tmp_path, capsys):
     with open(resized, "ab") as f:
         f.write(b"edited")
     relabel_one(root)
-    refused(train.main, train_argv(root, tmp_path / "out", "--batch-size", "1"), capsys, resized)
+    refused(train_command.main, train_argv(root, tmp_path / "out", "--batch-size", "1"), capsys, resized)
     assert open(resized, "rb").read().endswith(b"edited")
 
-
-# The output folder
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished 1-epoch run, in-process, and its data."""
     root = make_kaggle_dir(tmp_path_factory.mktemp("fs") / "k", 4, num_test=3)
     out = tmp_path_factory.mktemp("finished") / "out"
-    train.main(train_argv(root, out, "--batch-size", "3"))
+    train_command.main(train_argv(root, out, "--batch-size", "3"))
     return root, out
 
 
@@ -227,7 +222,7 @@ def test_overwrite_stops_at_an_output_the_user_replaced(run_copy, capsys, name):
     root, out = run_copy
     replace_with_mine(out / name)
     before = everything(out)
-    refused(train.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys, str(out / name),
+    refused(train_command.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys, str(out / name),
             "did not write this file", "--overwrite")
     assert everything(out) == before
 
@@ -238,7 +233,7 @@ def test_overwrite_stops_at_a_checkpoint_folder_no_run_wrote(run_copy, capsys):
     (out / "checkpoint" / "epoch-0009").mkdir()
     (out / "checkpoint" / "epoch-0009" / "notes.txt").write_text("mine")
     before = everything(out)
-    refused(train.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys,
+    refused(train_command.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys,
             "epoch-0009/notes.txt", "did not write this file")
     assert everything(out) == before
 
@@ -248,7 +243,7 @@ def test_overwrite_stops_at_a_checkpoint_holding_a_stranger(run_copy, capsys):
     (out / "checkpoint" / "epoch-0001" / "later").mkdir()
     (out / "checkpoint" / "epoch-0001" / "later" / "notes.txt").write_text("mine")
     before = everything(out)
-    refused(train.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys, "epoch-0001/later")
+    refused(train_command.main, train_argv(root, out, "--batch-size", "3", "--overwrite"), capsys, "epoch-0001/later")
     assert everything(out) == before
 
 
@@ -257,7 +252,7 @@ def test_overwrite_replaces_the_copy_of_a_run_and_keeps_the_users_files_beside_i
     (out / "submission-mine.csv").write_text("id,label\n1,mine\n")
     (out / "checkpoint" / "old-epochs").mkdir()  # not a name a run removes: kept
     (out / "checkpoint" / "old-epochs" / "notes.txt").write_text("mine")
-    train.main(train_argv(root, out, "--batch-size", "3", "--overwrite", "--seed", "5"))
+    train_command.main(train_argv(root, out, "--batch-size", "3", "--overwrite", "--seed", "5"))
     assert (out / "submission-mine.csv").read_text() == "id,label\n1,mine\n"
     assert (out / "checkpoint" / "old-epochs" / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["seed"] == 5
@@ -267,12 +262,10 @@ def test_resume_stops_at_an_output_the_user_replaced_before_training(run_copy, c
     root, out = run_copy
     replace_with_mine(out / "metrics.json")
     before = everything(out)
-    refused(train.main, train_argv(root, out, "--batch-size", "3", "--resume", "--epochs", "2"), capsys,
+    refused(train_command.main, train_argv(root, out, "--batch-size", "3", "--resume", "--epochs", "2"), capsys,
             str(out / "metrics.json"), "--resume")
     assert everything(out) == before
 
-
-# Killed writers and the staging convention
 
 KILLED_WRITE = """
 import os, signal, sys
@@ -314,8 +307,6 @@ def test_a_lock_that_is_busy_refuses_or_waits_as_asked(tmp_path):
     with fs.locked(path, shared=True), fs.locked(path, shared=True):
         pass  # shared locks share
 
-
-# Outputs never replace another model's or a data folder's files
 
 @pytest.fixture
 def model_b(finished, tmp_path):
