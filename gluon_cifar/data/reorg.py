@@ -10,6 +10,7 @@ import logging
 import math
 import multiprocessing
 import os
+import warnings
 
 from mxnet import image
 from PIL import Image
@@ -228,7 +229,10 @@ def checked_sources(files, reorg_dir, split, manifest, processes=None):
     if processes <= 1:
         checked = [_checked_item(item) for item in items]
     else:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
+        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process: MXNet restarts its
+            warnings.simplefilter("ignore", DeprecationWarning)  # engine in a forked child, as DataLoader relies on
+            pool = multiprocessing.get_context("fork").Pool(processes)
+        with pool:
             chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
             checked = list(pool.imap(_checked_item, items, chunksize=chunk))
     for (path, *_), (_, placed) in zip(items, checked):

@@ -45,7 +45,7 @@ def violations(module, path):
             or (mine and stage_of(imported) and STAGES.index(stage_of(imported)) > STAGES.index(mine))]
 
 
-@pytest.mark.parametrize("module,path", modules(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("module,path", list(modules()), ids=lambda v: v if isinstance(v, str) else "")
 def test_a_stage_imports_only_earlier_stages_and_never_the_wiring(module, path):
     assert violations(module, path) == []
 
