@@ -39,7 +39,7 @@ setup(
     extras_require={
         "cpu": [f"mxnet==1.9.1; {OLD}", f"graphviz>=0.8.1,<0.9; {NEW}"],
         "gpu": [f"mxnet-cu112==1.9.1; {OLD}", f"graphviz>=0.8.1,<0.9; {NEW}"],
-        "test": ["pytest", "nbclient", "ipykernel", "tensorboardX"],
+        "test": ["pytest>=7.3", "nbclient", "ipykernel", "tensorboardX"],
         "tensorboard": ["tensorboardX"],  # train --tensorboard
         # `python -m gluon_cifar.export --onnx`: its opset 13 needs onnx >= 1.8; MXNet 1.9.1's exporter uses
         # onnx.mapping, gone in 1.16; on 3.12+ (no onnx<1.16 wheel for 3.13)
