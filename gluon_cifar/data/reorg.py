@@ -20,7 +20,7 @@ from gluon_cifar.data.labels import read_csv_labels
 from gluon_cifar.data.sources import unpack_archives
 from gluon_cifar.errors import InputError, shorten
 from gluon_cifar.fs import OWNER_MARKER, read_json, write_json
-from gluon_cifar.images import IMAGE_SHAPE, list_images, read_original
+from gluon_cifar.images import IMAGE_SHAPE, is_complete_kaggle_png, list_images, read_original
 
 REORG_DIRNAME = "train_valid_test"
 COMPLETE_MARKER = ".complete.json"  # written last: what a reorganisation was built from
@@ -100,9 +100,9 @@ def source_files(data_dir, split, reorg_dir):
     that keeps size and mtime changes it too) tells a reorganisation made from these very images.
     """
     data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
+    images = list_images(os.path.join(data_dir, split))
     files = []
-    for image_id, path in list_images(os.path.join(data_dir, split)):
-        identity = _content_hash(path)
+    for (image_id, path), identity in zip(images, map_in_workers(_content_hash, [path for _, path in images])):
         if identity is None:  # a link
             target = os.path.realpath(path)
             if not _is_within(target, data) or _is_within(target, reorg):
@@ -200,6 +200,8 @@ def _checked_source(path, reorg_dir, split, name):
     `read_image` (the prediction path) makes of it in `.resized/<split>/` (made by `checked_sources`),
     so training, validation and prediction all see the same pixels.
     """
+    if is_complete_kaggle_png(path):  # the Kaggle images: one decode proves them
+        return path
     img = read_original(path)
     if img.shape[:2] == IMAGE_SHAPE[:2]:
         return path
@@ -208,42 +210,44 @@ def _checked_source(path, reorg_dir, split, name):
     return resized
 
 
+def map_in_workers(func, items, processes=None):
+    """Yield func(item) for each of `items`, computed by `processes` worker processes (default: one per core
+    this process may use, or none below `POOL_MIN_IMAGES` items) while the caller handles earlier results.
+
+    The workers are forked, as DataLoader's are (MXNet restarts its engine in a forked child). Results come
+    in `items`' order, and so does an exception: the first item's that raised, as in a single process.
+    """
+    if processes is None:
+        processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
+    if processes <= 1:
+        yield from map(func, items)
+        return
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process: MXNet restarts its
+        warnings.simplefilter("ignore", DeprecationWarning)  # engine in a forked child, as DataLoader relies on
+        pool = multiprocessing.get_context("fork").Pool(processes)
+    with pool:
+        chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
+        yield from pool.imap(func, items, chunksize=chunk)
+
+
 def _checked_item(item):
     path, reorg_dir, split, name = item
     return name, _checked_source(path, reorg_dir, split, name)
 
 
 def checked_sources(files, reorg_dir, split, manifest, processes=None):
-    """[(name, file to place)] for the `source_files` of `split`, in order, each checked by `_checked_source`.
+    """Yield (name, file to place) for the `source_files` of `split`, in order, each checked by
+    `_checked_source`, as the workers of `map_in_workers` check them: the caller places the files meanwhile.
 
-    The images are decoded by `processes` worker processes (default: one per core this process may use,
-    or none below `POOL_MIN_IMAGES` images). The workers are forked, as DataLoader's are (MXNet restarts
-    its engine in a forked child); the first bad image in `files`' order stops the check with its one-line
-    InputError, raised here as in a single process. The workers only write resized copies; this process
-    records them in `manifest`.
+    The first bad image in `files`' order stops the check with its one-line InputError (the staging folder
+    being filled is then removed). The workers only write resized copies; this process records them.
     """
     items = [(path, reorg_dir, split, f"{image_id}{os.path.splitext(path)[1]}") for image_id, path, _ in files]
     fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
-    if processes is None:
-        processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
-    if processes <= 1:
-        checked = [_checked_item(item) for item in items]
-    else:
-        with warnings.catch_warnings():  # Python 3.12+ warns of forking a threaded process: MXNet restarts its
-            warnings.simplefilter("ignore", DeprecationWarning)  # engine in a forked child, as DataLoader relies on
-            pool = multiprocessing.get_context("fork").Pool(processes)
-        with pool:
-            chunk = max(1, min(256, len(items) // (8 * processes)))  # several chunks a worker: an even finish
-            checked = list(pool.imap(_checked_item, items, chunksize=chunk))
-    for (path, *_), (_, placed) in zip(items, checked):
+    for (path, *_), (name, placed) in zip(items, map_in_workers(_checked_item, items, processes)):
         if placed != path:
             manifest.record(placed)
-    return checked
-
-
-def _place(src, folder, name, manifest):
-    fs.make_dirs(folder, manifest)
-    fs.link_or_copy(src, os.path.join(folder, name), manifest)
+        yield name, placed
 
 
 def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None):
@@ -271,23 +275,27 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None
     if n - n_valid_per_label < 1:
         raise InputError(f"class {shorten(repr(rarest), 80)} has only {n} image(s): too few to hold out "
                          f"{n_valid_per_label} for validation and still train on it")
+    folders = {(split, label): os.path.join(reorg_dir, split, label)
+               for label in class_sizes for split in ("train_valid", "valid", "train")}  # each gets images
+    for folder in folders.values():
+        fs.make_dirs(folder, manifest)
     label_count = collections.Counter()
     for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train", manifest)):
         label = labels[str(image_id)]
-        _place(path, os.path.join(reorg_dir, "train_valid", label), name, manifest)
-        if label_count[label] < n_valid_per_label:
-            _place(path, os.path.join(reorg_dir, "valid", label), name, manifest)
-            label_count[label] += 1
-        else:
-            _place(path, os.path.join(reorg_dir, "train", label), name, manifest)
+        split = "valid" if label_count[label] < n_valid_per_label else "train"
+        label_count[label] += 1
+        for folder in (folders["train_valid", label], folders[split, label]):
+            fs.link_or_copy(path, os.path.join(folder, name), manifest)
     return n_valid_per_label
 
 
 def reorg_test(test_files, reorg_dir, manifest=None):
     """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
     manifest = manifest or fs.Manifest(reorg_dir)
+    folder = os.path.join(reorg_dir, "test", "unknown")
+    fs.make_dirs(folder, manifest)
     for name, path in checked_sources(test_files, reorg_dir, "test", manifest):
-        _place(path, os.path.join(reorg_dir, "test", "unknown"), name, manifest)
+        fs.link_or_copy(path, os.path.join(folder, name), manifest)
 
 
 def _build(train, test, labels, valid_ratio, stamp, reorg_dir):

@@ -87,7 +87,9 @@ class Manifest:
 
     def rel(self, path):
         """`path` relative to the root ('.' for the root itself)."""
-        return os.path.relpath(os.path.abspath(path), self.root)
+        path = os.path.abspath(path)
+        inside = self.root.rstrip(os.sep) + os.sep
+        return path[len(inside):] if path.startswith(inside) else os.path.relpath(path, self.root)
 
     def entries(self):
         """{relative path: entry} of everything recorded and not forgotten."""

@@ -64,3 +64,38 @@ def test_a_truncated_png_is_named_even_where_the_process_made_pil_lenient(tmp_pa
     with pytest.raises(InputError, match="cannot decode image"):
         image_size(str(path))
     assert ImageFile.LOAD_TRUNCATED_IMAGES  # left as the process set it
+
+
+def _chunk_end(data, kind):
+    """The offset just past chunk `kind`'s data in PNG bytes `data` (where its CRC starts)."""
+    pos = 8
+    while data[pos + 4:pos + 8] != kind:
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return pos + 8 + int.from_bytes(data[pos:pos + 4], "big")
+
+
+def _flip(data, offset):
+    return data[:offset] + bytes([data[offset] ^ 0x10]) + data[offset + 1:]
+
+
+DAMAGE = {"cut after the header": lambda d: d[:30], "cut in half": lambda d: d[:len(d) // 2],
+          "cut before IEND": lambda d: d[:-12], "cut inside IDAT's CRC": lambda d: d[:_chunk_end(d, b"IDAT") + 2],
+          "IDAT's CRC wrong": lambda d: _flip(d, _chunk_end(d, b"IDAT")),
+          "IDAT's data damaged": lambda d: _flip(d, _chunk_end(d, b"IDAT") - 40),
+          "IHDR's height damaged": lambda d: _flip(d, 22)}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_the_one_decode_check_of_a_kaggle_png_passes_only_what_training_reads(tmp_path, damage):
+    """The reorganisation's quick proof of a Kaggle image (`is_complete_kaggle_png`) passes the real image and
+    no damaged copy of it; each damaged copy is then refused by the full check (`read_original`), which is
+    what the reorganisation falls back to, so a damaged image is still named."""
+    from gluon_cifar.images import is_complete_kaggle_png, read_original
+    intact = tiny_images(1, 1)[0]
+    assert is_complete_kaggle_png(intact) and read_original(intact).shape == (32, 32, 3)
+    path = tmp_path / "1.png"
+    with open(intact, "rb") as f:
+        path.write_bytes(DAMAGE[damage](f.read()))
+    assert not is_complete_kaggle_png(str(path))
+    with pytest.raises(InputError, match="cannot decode image"):
+        read_original(str(path))

@@ -394,9 +394,9 @@ def test_workers_refuse_the_first_bad_image_in_id_order_in_one_line(root, bad):
         BAD_IMAGES[bad](os.path.join(root, "train", f"{image_id}.png"))
     files = source_files(root, "train", os.path.join(root, "r"))
     with pytest.raises(InputError) as single:
-        checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1)
+        list(checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1))
     with pytest.raises(InputError) as pooled:
-        checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2)
+        list(checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2))
     assert str(pooled.value) == str(single.value)
     assert str(pooled.value).startswith(os.path.join(root, "train", "3.png") + ":") and "\n" not in str(pooled.value)
 
@@ -406,8 +406,8 @@ def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_p
     for image_id, (size, mode) in enumerate([(32, "L"), (32, "RGBA"), (32, "P"), (64, "RGB"), (24, "LA")], 1):
         write_png(os.path.join(root, "train", f"{image_id}.png"), rng, size, mode)
     files = source_files(root, "train", str(tmp_path / "one"))
-    single = checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1)
-    pooled = checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2)
+    single = list(checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1))
+    pooled = list(checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2))
     assert [name for name, _ in pooled] == [name for name, _ in single] == [f"{i}.png" for i in range(1, 31)]
     resized = [i for i, (_, path) in enumerate(pooled) if not path.startswith(os.path.join(root, "train"))]
     assert resized == [3, 4]  # the 64 and 24 pixel images, as files of their own
