@@ -36,6 +36,7 @@ from mxnet.gluon import nn  # noqa: E402
 import gluon_cifar  # noqa: E402
 from gluon_cifar import train
 from gluon_cifar.training import loop, recipes
+from gluon_cifar.settings import Run
 from gluon_cifar.model import resnet18, resnet_block  # noqa: E402
 from gluon_cifar.data.labels import read_csv_labels
 from gluon_cifar.data.loaders import load_datasets, make_loaders
@@ -102,7 +103,7 @@ def run_recipe(flags, seed, datasets, model, devices):
     net.initialize(init.Xavier(), ctx=devices)
     net.hybridize()
     start = time.perf_counter()
-    history = loop.fit(net, loaders["train"], None, args, num_classes)
+    history = loop.fit(net, loaders["train"], None, Run(args), num_classes)
     train_seconds = time.perf_counter() - start
     accuracy = {tta: held_out_accuracy(net, datasets["valid"], args.batch_size, devices[0], tta)
                 for tta in recipes.TTA_MODES}

@@ -38,6 +38,7 @@ from onnx_runtime import ONNX_PYTHON, cpu_name  # noqa: E402
 from test_folder import make_test_folder  # noqa: E402
 
 KAGGLE_TEST, KAGGLE_TRAIN = 300_000, 50_000
+FORWARD_GFLOP = 1.1  # one ResNet-18 forward pass of a 32x32 image (a training step, about 3.3, is three)
 SMALL = 256  # test images of the run that measures a command's fixed cost
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Runs in the ONNX Runtime environment: a folder of <id>.png to id,label with flip TTA, as `predict` does.
@@ -77,6 +78,18 @@ start, start_cpu = time.perf_counter(), cpu()
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])
 print(time.perf_counter() - start, cpu() - start_cpu)
 """
+
+
+def sgemm_gflops(n=2048, repeats=10):
+    """This machine's single-precision matrix-product rate (NumPy's BLAS, every core), GFLOP/s: the ceiling
+    the rows are measured against."""
+    import numpy as np
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def timed_command(argv, pythonpath=REPO):
@@ -156,11 +169,14 @@ def submission_rows(args, prefix, test_folder, calib_dir, work):
         labels[name] = pd.read_csv(output)["label"]
         rate = (args.images - SMALL) / (times[1] - times[0])
         rows[name] = times[1], rate, times[0] - SMALL / rate
-    today = rows["today: predict --tta flip"]
+    today, sgemm = rows["today: predict --tta flip"], sgemm_gflops()
     for name, (seconds, rate, fixed) in rows.items():
         print(f"  {name:38s} {seconds:7.1f} s whole; {rate:6.1f} img/s + {fixed:5.1f} s fixed; "
               f"x{today[0] / seconds:5.2f} whole, x{rate / today[1]:5.2f} per image -> {KAGGLE_TEST:,} images: "
-              f"{fixed + KAGGLE_TEST / rate:6.0f} s (extrapolated)")
+              f"{fixed + KAGGLE_TEST / rate:6.0f} s (extrapolated); {2 * FORWARD_GFLOP * rate / sgemm:.0%} of sgemm")
+    print(f"  this machine's sgemm: {sgemm:.0f} GFLOP/s; {KAGGLE_TEST:,} images with flip TTA are "
+          f"{2 * KAGGLE_TEST:,} forward passes of {FORWARD_GFLOP} GFLOP: {2 * KAGGLE_TEST * FORWARD_GFLOP / sgemm:.0f} s "
+          "at that rate (MKLDNN's fused convolutions may beat NumPy's sgemm; INT8 is not bound by it)")
     for name in list(rows)[1:]:
         print(f"  {name} agrees with today's predictions on {(labels[name] == labels[next(iter(rows))]).mean():.2%} "
               f"of {args.images} images")

@@ -37,27 +37,29 @@ def worker(args):
     from mxnet import gluon, npx
     from gluon_cifar.data.loaders import load_datasets, make_run_loaders
     from gluon_cifar.training.distributed import create_kvstore, rank_and_size
-    from gluon_cifar.training.loop import make_trainer, seed_everything, train_one_epoch
+    from gluon_cifar.training.loop import Steps, make_trainer, seed_everything, train_one_epoch
     from gluon_cifar.model import get_net
+    from gluon_cifar.settings import Run, RunConfig
 
     npx.set_np()
     seed_everything(0)
     kvstore = create_kvstore("dist_sync" if os.environ.get("DMLC_ROLE") == "worker" else "local")
     rank, workers = rank_and_size(kvstore)
     datasets = load_datasets(args.reorg_dir)
-    loader = make_run_loaders(args.reorg_dir, datasets, ("train_valid",), args.batch_size, "chapter",
-                              num_workers=args.loaders[0], rank=rank, workers=workers)["train_valid"]
+    run = Run(RunConfig(batch_size=args.batch_size, num_workers=args.loaders[0], devices="cpu", final=True),
+              kvstore=kvstore, rank=rank, workers=workers, reorg_dir=args.reorg_dir)
+    loader = make_run_loaders(datasets, run)["train_valid"]
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch
     devices = [mx.cpu()]
     net = get_net(devices, num_classes=10)
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = make_trainer(net, mx.lr_scheduler.FactorScheduler(step=10 ** 6, base_lr=0.1), 5e-4, kvstore)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    train_one_epoch(net, itertools.islice(batches, args.warmup), loss, trainer, devices, "warm-up")
+    train_one_epoch(net, itertools.islice(batches, args.warmup), Steps(trainer, loss, devices), "warm-up")
     mx.npx.waitall()
     print(START, flush=True)
     start = time.perf_counter()
-    stats = train_one_epoch(net, itertools.islice(batches, args.steps), loss, trainer, devices, "timed")
+    stats = train_one_epoch(net, itertools.islice(batches, args.steps), Steps(trainer, loss, devices), "timed")
     mx.npx.waitall()
     seconds = time.perf_counter() - start
     print(END, json.dumps({"rank": rank, "seconds": seconds, "images": stats["examples"]}), flush=True)

@@ -16,6 +16,7 @@ from gluon_cifar.deploy.predict import fused_applies, predict_folder, predict_fo
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import read_json
 from gluon_cifar.model import get_net
+from gluon_cifar.settings import Run
 from gluon_cifar.training.checkpoint import BEST_DIRNAME, CHECKPOINT_DIRNAME, check_finite, interrupted_message
 from gluon_cifar.training.distributed import create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from gluon_cifar.training.loop import best_epoch, fit, seed_everything
@@ -25,9 +26,11 @@ from gluon_cifar.training.report import EpochReport, describe_run, plot_curves, 
 log = logging.getLogger("gluon_cifar")
 
 
-def write_outputs(output, net, history, classes, test_dir, config, device, checkpoint_dir):
-    """Write the run's outputs into `output` (an OutputDir): metrics, curves, the chosen epoch's export and
-    submission.csv, each recorded in the folder's marker once complete, so `--resume` redoes what a stop cut."""
+def write_outputs(output, net, history, classes, run):
+    """Write the outputs of `run` (a Run) into `output` (an OutputDir): metrics, curves, the chosen epoch's
+    export and submission.csv of `classes` names, each recorded in the folder's marker once complete, so
+    `--resume` redoes what a stop cut."""
+    config = run.config
     check_finite(net, len(history))
     out, done = output.path, []
     output.set_written(done)  # from here until each is rewritten, what is there is an earlier run's
@@ -43,14 +46,14 @@ def write_outputs(output, net, history, classes, test_dir, config, device, check
     chosen = best_epoch(history) if config.export == "best" else None
     chosen = chosen or history[-1]["epoch"]
     if chosen != history[-1]["epoch"]:
-        load_weights(net, os.path.join(checkpoint_dir, BEST_DIRNAME), classes)
+        load_weights(net, os.path.join(run.checkpoint_dir, BEST_DIRNAME), classes)
     export_model(net, os.path.join(out, "model"), classes)
     finished("model-symbol.json", "model-0000.params", "model-classes.json")
-    submission = os.path.join(out, "submission.csv")
-    if fused_applies(device):  # the export just written, fused: the same predictions, faster
+    submission, test_dir = os.path.join(out, "submission.csv"), os.path.join(run.reorg_dir, "test", "unknown")
+    if fused_applies(run.devices[0]):  # the export just written, fused: the same predictions, faster
         ids = predict_folder_fast(os.path.join(out, "model"), test_dir, submission, config.batch_size, tta=config.tta)
     else:
-        ids = predict_folder(net, test_dir, classes, submission, config.batch_size, device, config.num_workers,
+        ids = predict_folder(net, test_dir, classes, submission, config.batch_size, run.devices[0], config.num_workers,
                              config.tta)
     finished("submission.csv")
     valid = f", valid acc {history[chosen - 1]['valid_acc']:.3f}" if "valid_acc" in history[chosen - 1] else ""
@@ -71,11 +74,10 @@ def run_training(config, argv):
     """Train as `config` (a RunConfig) says: this process's part of the run, the whole run outside a
     distributed job. `argv` is the command line, for the resume command a stop prints."""
     seed_everything(config.seed)  # the same on every worker: the same initial parameters
-    config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()))
     if config.data_dir:  # (the demo set's folder may not be there yet)
         check_data_folder(config.data_dir)
     check_run_folders(config.data_dir or demo_dir(config.cache_dir), config.reorg_dir, config.output_dir)
-    kvstore = create_kvstore(config.kvstore)
+    kvstore = create_kvstore(config.kvstore or default_kvstore(config.contexts()))
     if rank_and_size(kvstore)[0] != 0:
         return run(config, argv, kvstore, output=None)  # rank 0 writes the job's outputs
     with use_output_dir(config.output_dir, config.resume, config.overwrite) as output:  # locked while in use
@@ -93,13 +95,23 @@ def run(config, argv, kvstore, output):
         raise type(stop)(interrupted_message(checkpoint_dir, argv) if alone else "stopped with the job") from None
 
 
+def resolved_run(config, kvstore, reorg_dir, checkpoint_dir, datasets):
+    """The Run of `config` on the job of `kvstore` and the reorganisation `reorg_dir` (its `datasets`):
+    the config with its kvstore, job workers and batch size set, once, and what the run derives."""
+    rank, workers = rank_and_size(kvstore)
+    batch_size, notice = config.batch_size_for(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
+    if notice:
+        log.info(notice)
+    config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()),
+                                 job_workers=workers, batch_size=batch_size)
+    return Run(config, kvstore=kvstore, rank=rank, workers=workers, reorg_dir=reorg_dir, checkpoint_dir=checkpoint_dir)
+
+
 def run_stages(config, kvstore, output, checkpoint_dir):
     """data -> loaders -> net -> fit -> outputs, for one worker; `output` (an OutputDir) on rank 0 only.
     Rank 0 owns the output folder; on --resume every worker reads `checkpoint_dir` (a folder they all see)."""
-    devices = config.contexts()
     rank, workers = rank_and_size(kvstore)
     log_to_stdout(f"[rank {rank}] " if workers > 1 else "")
-    config = dataclasses.replace(config, job_workers=workers)
 
     # data -> loaders; the reorganisation stays in use (no other run rebuilds it) until this run ends
     saved = read_json(os.path.join(config.output_dir, CONFIG_FILENAME)) if config.resume else None
@@ -110,13 +122,9 @@ def run_stages(config, kvstore, output, checkpoint_dir):
             data_dir = config.data_dir or demo_data_dir(config.cache_dir, config.demo_source)
             reorg_dir = in_use.enter_context(reorganised(data_dir, config.valid_ratio, config.reorg_dir, resumes))
         datasets = load_datasets(reorg_dir)
-        config, notice = config.for_data(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
-        if notice:
-            log.info(notice)
-        train_split = "train_valid" if config.final else "train"
-        splits = (train_split,) if config.final else (train_split, "valid")
-        loaders = make_run_loaders(reorg_dir, datasets, splits, config.batch_size, config.augment, config.cutout,
-                                   config.num_workers, config.fast_data, rank, workers)
+        run = resolved_run(config, kvstore, reorg_dir, checkpoint_dir, datasets)
+        config = run.config
+        loaders = make_run_loaders(datasets, run)
         if output:
             check_same_job_size(output.path, config)
             record_config(output, config, data_fingerprint(reorg_dir))
@@ -124,7 +132,7 @@ def run_stages(config, kvstore, output, checkpoint_dir):
                 log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
                          config.epochs)
                 return
-            for line in describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
+            for line in describe_run(run, datasets, loaders):
                 log.info(line)
         if rank == 0 and workers > 1:
             log.info("%s: %d workers x batch %d: learns as one process with --devices cpu:%d --batch-size %d "
@@ -132,19 +140,17 @@ def run_stages(config, kvstore, output, checkpoint_dir):
                      config.batch_size, workers, workers * config.batch_size)
 
         # net -> fit
-        classes = datasets[train_split].synsets
-        net = get_net(devices, num_classes=len(classes))
+        classes = datasets[run.train_split].synsets
+        net = get_net(run.devices, num_classes=len(classes))
         if config.init_from and not config.resume:  # a resumed run's checkpoint holds them already
             load_weights(net, config.init_from, classes)
         # Static memory and shapes: 1.37x the training throughput of a plain hybridize() on 2 cores (make bench).
         net.hybridize(static_alloc=True, static_shape=True)
         report = EpochReport(output.path, config.tensorboard) if output else None
         try:
-            history = fit(net, loaders[train_split], loaders.get("valid"), config, len(classes), kvstore,
-                          checkpoint_dir, on_epoch_end=report)
+            history = fit(net, loaders[run.train_split], loaders.get("valid"), run, len(classes), on_epoch_end=report)
         finally:
             if report:
                 report.close()
         if output:
-            write_outputs(output, net, history, classes, os.path.join(reorg_dir, "test", "unknown"), config,
-                          devices[0], checkpoint_dir)
+            write_outputs(output, net, history, classes, run)

@@ -64,7 +64,7 @@ class RunConfig:
     devices: Optional[str] = None  # cpu, cpu:N, gpu, gpu:0,1; None: every GPU, else cpu
     seed: int = 0
     kvstore: Optional[str] = None
-    job_workers: int = 1  # workers of a dist job (set by train.main, not an option: `launch -n`)
+    job_workers: int = 1  # workers of a dist job (set from the job by gluon_cifar.pipeline, not an option)
     final: bool = False
     output_dir: str = "out"
     resume: bool = False
@@ -139,24 +139,53 @@ class RunConfig:
         """The MXNet contexts `devices` names (d2l's `try_all_gpus` when unset)."""
         return parse_devices(self.devices) if self.devices else default_devices()
 
-    def for_data(self, num_train, num_valid, demo):
-        """This config with the batch size set by the chapter's rule, if none was given: 4 on the demo
-        set, 128 on full data, 4 again (with a notice) for a folder too small for a full batch of 128.
+    def batch_size_for(self, num_train, num_valid, demo):
+        """The batch size: the one given, else the chapter's rule: 4 on the demo set, 128 on full data, 4
+        again (with a notice) for a folder too small for a full batch of 128.
 
-        Returns (config, notice or None)."""
+        Returns (batch size, notice or None)."""
         if self.batch_size is not None:
-            return self, None
+            return self.batch_size, None
         if demo:
-            return dataclasses.replace(self, batch_size=DEMO_BATCH_SIZE), None
+            return DEMO_BATCH_SIZE, None
         smallest = min(num_train, num_valid) if not self.final else num_train
         if smallest < FULL_BATCH_SIZE:
             notice = (f"batch size {DEMO_BATCH_SIZE} (the chapter's demo size): {smallest} images are too few "
                       f"for a full batch of {FULL_BATCH_SIZE}; pass --batch-size to choose")
-            return dataclasses.replace(self, batch_size=DEMO_BATCH_SIZE), notice
-        return dataclasses.replace(self, batch_size=FULL_BATCH_SIZE), None
+            return DEMO_BATCH_SIZE, notice
+        return FULL_BATCH_SIZE, None
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run as it goes: its `config` (resolved: kvstore, job workers and batch size set) and what it
+    derives, built once (gluon_cifar.pipeline) and passed whole, so no stage derives them again: this
+    process's `devices`, the job's `kvstore` (a KVStore, or the name of a local one) with this worker's
+    `rank` of `workers`, the reorganisation it reads and the checkpoint folder it writes."""
+    config: RunConfig
+    devices: list = None  # None: config.contexts()
+    kvstore: object = "local"
+    rank: int = 0
+    workers: int = 1
+    reorg_dir: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+
+    def __post_init__(self):
+        if self.devices is None:
+            object.__setattr__(self, "devices", self.config.contexts())
+
+    @property
+    def train_split(self):
+        """The split it learns from: train_valid with --final (the chapter's last step), else train."""
+        return "train_valid" if self.config.final else "train"
+
+    @property
+    def splits(self):
+        """The splits it loads: the training split, and valid unless --final."""
+        return (self.train_split,) if self.config.final else (self.train_split, "valid")
 
 
 # Settings a resumed run may change: they do not change what the run computes up to where it stopped.

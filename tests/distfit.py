@@ -7,7 +7,7 @@ W devices and a job of W workers see the very same examples; run as a script, it
 """
 import sys
 
-from gluon_cifar.settings import RunConfig
+from gluon_cifar.settings import Run, RunConfig
 from gluon_cifar.data.loaders import load_datasets, make_loaders
 from gluon_cifar.data.transforms import test_transform
 from gluon_cifar.training.distributed import create_kvstore, rank_and_size
@@ -26,7 +26,7 @@ def fit_plainly(reorg_dir, devices, batch_size, kvstore="local", checkpoint_dir=
     seed_everything(0)
     net = get_net(config.contexts(), num_classes=3)
     net.hybridize(static_alloc=True, static_shape=True)
-    fit(net, loader, None, config, 3, kvstore, checkpoint_dir)
+    fit(net, loader, None, Run(config, kvstore=kvstore, rank=rank, workers=workers, checkpoint_dir=checkpoint_dir), 3)
     return net
 
 

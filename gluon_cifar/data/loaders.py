@@ -35,24 +35,26 @@ def make_loaders(datasets, batch_size, train_transform, num_workers=0, rank=0, w
     return {split: loader(split) for split in splits}
 
 
-def make_run_loaders(reorg_dir, datasets, splits, batch_size, augment="chapter", cutout=0, num_workers=0,
-                     fast=False, rank=0, workers=1):
-    """The loaders of `splits` that a training run asks for: the chapter's (`make_loaders`; in a job of
-    `workers`, worker `rank`'s part of each batch), or with `fast` the decoded-once loaders of `gluon_cifar.fastdata`.
+def make_run_loaders(datasets, run):
+    """The loaders of the splits a Run (gluon_cifar.settings) asks for, from `datasets` of its reorganisation:
+    the chapter's (`make_loaders`; in a job, this worker's part of each batch), or with `--fast-data` the
+    decoded-once loaders of `gluon_cifar.fastdata`.
 
     A batch size that leaves one of them without a full batch is refused, naming the sizes.
     """
-    check_loader_options(augment, fast, distributed=workers > 1)
-    for split in splits:
+    config, workers = run.config, run.workers
+    batch_size, fast = config.batch_size, config.fast_data
+    check_loader_options(config.augment, fast, distributed=workers > 1)
+    for split in run.splits:
         shares = workers if split in ("train", "train_valid") else 1  # a global batch of the job
         if len(datasets[split]) < shares * batch_size:
             what = f"{workers} workers x --batch-size {batch_size}" if shares > 1 else f"--batch-size {batch_size}"
             raise InputError(f"{what} is larger than the {len(datasets[split])} images of the {split} split: no "
                              f"full batch of it; use --batch-size {len(datasets[split]) // shares} or less")
     if fast:
-        return {split: fast_loader(reorg_dir, split, batch_size) for split in splits}
-    return make_loaders(datasets, batch_size, make_train_transform(augment, cutout), num_workers, rank, workers,
-                        splits)
+        return {split: fast_loader(run.reorg_dir, split, batch_size) for split in run.splits}
+    return make_loaders(datasets, batch_size, make_train_transform(config.augment, config.cutout), config.num_workers,
+                        run.rank, workers, run.splits)
 
 
 class ShardSampler(gluon.data.Sampler):

@@ -7,6 +7,7 @@ import logging
 import math
 import random
 import time
+from typing import NamedTuple
 
 import mxnet as mx
 import numpy as onp
@@ -85,14 +86,28 @@ class Progress:
                 "examples": self.examples, "seconds": self.seconds}
 
 
-def train_one_epoch(net, train_iter, loss, trainer, devices, desc="train", soft_targets=None, log_every=50):
-    """One pass over `train_iter`; returns the mean loss, accuracy, example count and compute seconds.
+class Steps(NamedTuple):
+    """How an epoch's training steps run: the `trainer` and `loss`, the `devices` each batch is split across,
+    the recipe's `soft_targets` (a recipes.SoftTargets; None: the hard labels), the job's `kvstore` and
+    the batches between progress lines when stderr is not a terminal (`log_every`)."""
+    trainer: object
+    loss: object
+    devices: list
+    soft_targets: object = None
+    kvstore: object = "local"
+    log_every: int = 50
 
-    With `soft_targets` (a recipes.SoftTargets), the loss sees its mixed batch and dense targets;
-    accuracy is still counted against the hard labels. A loss that is not finite stops the run here,
-    before the diverged weights reach a checkpoint or an export.
+
+def train_one_epoch(net, train_iter, steps, desc="train"):
+    """One pass over `train_iter`, stepping as `steps` (a Steps) says; returns the mean loss, accuracy,
+    example count and compute seconds.
+
+    With soft targets, the loss sees their mixed batch and dense targets; accuracy is still counted
+    against the hard labels. A loss that is not finite stops the run here, before the diverged weights
+    reach a checkpoint or an export.
     """
-    progress = Progress(len(train_iter), desc, log_every)
+    trainer, loss, devices, soft_targets = steps.trainer, steps.loss, steps.devices, steps.soft_targets
+    progress = Progress(len(train_iter), desc, steps.log_every)
     for batch, (X, y) in enumerate(train_iter, start=1):
         start = time.perf_counter()
         X_shards, t_shards = split_batch(*(soft_targets(X, y) if soft_targets else (X, y)), devices)
@@ -128,16 +143,15 @@ def make_trainer(net, lr_scheduler, wd, kvstore="local"):
                    **trainer_options(kvstore))
 
 
-def run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs, soft_targets=None,
-              kvstore="local", log_every=50):
-    """Train one epoch, average the BatchNorm statistics, then measure validation loss and accuracy (when
-    there is a `valid_iter`); log and return its stats (in a dist job, the job's example count: the workers
-    step in lockstep)."""
-    started = time.perf_counter()
-    stats = train_one_epoch(net, train_iter, loss, trainer, devices, f"epoch {epoch}/{num_epochs}", soft_targets,
-                            log_every)
-    average_batchnorm_stats(net, kvstore, epoch)
-    stats.update(epoch=epoch, lr=trainer.learning_rate, examples=stats["examples"] * rank_and_size(kvstore)[1])
+def run_epoch(net, train_iter, valid_iter, steps, epoch, num_epochs):
+    """Train epoch `epoch` as `steps` (a Steps) says, average the BatchNorm statistics, then measure
+    validation loss and accuracy (when there is a `valid_iter`); log and return its stats (in a dist job,
+    the job's example count: the workers step in lockstep)."""
+    started, devices = time.perf_counter(), steps.devices
+    stats = train_one_epoch(net, train_iter, steps, f"epoch {epoch}/{num_epochs}")
+    average_batchnorm_stats(net, steps.kvstore, epoch)
+    stats.update(epoch=epoch, lr=steps.trainer.learning_rate,
+                 examples=stats["examples"] * rank_and_size(steps.kvstore)[1])
     if valid_iter is not None:
         stats["valid_loss"], stats["valid_acc"] = evaluate(net, valid_iter, devices, gluon.loss.SoftmaxCrossEntropyLoss())
     stats["wall_seconds"] = time.perf_counter() - started
@@ -154,10 +168,10 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
     final fit on train_valid). Returns the per-epoch history; `on_epoch_end(stats)` follows along (the
     notebook's plot)."""
     trainer = make_trainer(net, step_decay(lr, lr_period, lr_decay, len(train_iter)), wd)
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    steps = Steps(trainer, gluon.loss.SoftmaxCrossEntropyLoss(), devices)
     history = []
     for epoch in range(1, num_epochs + 1):
-        history.append(run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, num_epochs))
+        history.append(run_epoch(net, train_iter, valid_iter, steps, epoch, num_epochs))
         if on_epoch_end:
             on_epoch_end(history[-1])
     return history
@@ -169,24 +183,24 @@ def best_epoch(history):
     return max(scored, key=lambda h: h["valid_acc"])["epoch"] if scored else None
 
 
-def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", checkpoint_dir=None, on_epoch_end=None):
-    """`train` for a whole RunConfig: its recipe's schedule and targets, and, with `checkpoint_dir`, a
-    checkpoint after every epoch and the best epoch's weights (by validation accuracy) beside it.
+def fit(net, train_iter, valid_iter, run, num_classes, on_epoch_end=None):
+    """`train` for a whole Run (gluon_cifar.settings): its recipe's schedule and targets, and, with a
+    `run.checkpoint_dir`, a checkpoint after every epoch and the best epoch's weights (by validation
+    accuracy) beside it.
     `config.resume` continues from the last checkpoint, to `config.epochs`; `config.patience` stops once
     that many epochs passed without a better validation accuracy. `on_epoch_end(history)` follows along.
 
     Every epoch reseeds the generators from `config.seed` and the epoch number (see gluon_cifar.checkpoint),
-    so a resumed run draws what an uninterrupted one would. In a dist job `kvstore` is the job's KVStore:
+    so a resumed run draws what an uninterrupted one would. In a dist job `run.kvstore` is the job's KVStore:
     after every epoch the workers check that their replicas agree, rank 0 alone writes the checkpoint (the
     whole job's state: every worker holds the same parameters and optimizer state) and, on resume, every
     worker reads it.
     """
-    devices = config.contexts()
-    scheduler = make_scheduler(config.lr_schedule, config.lr, config.epochs, len(train_iter), config.lr_period,
-                               config.lr_decay, config.warmup_frac)
-    trainer = make_trainer(net, scheduler, config.wd, kvstore)
+    config, checkpoint_dir = run.config, run.checkpoint_dir
+    trainer = make_trainer(net, make_scheduler(config, len(train_iter)), config.wd, run.kvstore)
     soft_targets = make_soft_targets(num_classes, config.label_smoothing, config.mixup_alpha)
-    loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None)
+    steps = Steps(trainer, gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=soft_targets is None), run.devices,
+                  soft_targets, run.kvstore, config.log_every)
     if config.resume:
         check_resumable(checkpoint_dir, config.epochs)
     history = load_checkpoint(checkpoint_dir, net, trainer) if config.resume else []
@@ -197,10 +211,9 @@ def fit(net, train_iter, valid_iter, config, num_classes, kvstore="local", check
                      config.patience, best, history[best - 1]["valid_acc"])
             break
         seed_everything(epoch_seed(config.seed, epoch))
-        history.append(run_epoch(net, train_iter, valid_iter, loss, trainer, devices, epoch, config.epochs,
-                                 soft_targets, kvstore, config.log_every))
-        check_replicas_agree(kvstore, net, epoch)
-        if checkpoint_dir and rank_and_size(kvstore)[0] == 0:
+        history.append(run_epoch(net, train_iter, valid_iter, steps, epoch, config.epochs))
+        check_replicas_agree(run.kvstore, net, epoch)
+        if checkpoint_dir and run.rank == 0:
             if best_epoch(history) == epoch:  # before the checkpoint: a kill in between retrains this epoch
                 save_best(checkpoint_dir, net)
             save_checkpoint(checkpoint_dir, net, trainer, history)

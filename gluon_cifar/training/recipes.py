@@ -28,16 +28,17 @@ def one_cycle(lr, total_updates, warmup_updates):
                                          warmup_steps=warmup_updates)
 
 
-def make_scheduler(name, lr, num_epochs, batches_per_epoch, lr_period, lr_decay, warmup_frac=0.0):
-    """The schedule `name` (one of SCHEDULES) over `num_epochs` epochs of `batches_per_epoch` updates.
+def make_scheduler(config, batches_per_epoch):
+    """The schedule a RunConfig names (`lr_schedule`, one of SCHEDULES, from `lr`) over its epochs of
+    `batches_per_epoch` updates.
 
     `warmup_frac` of all updates (rounded, at most all but the last) warm up linearly from 0.
     """
-    total = num_epochs * batches_per_epoch
-    warmup = min(round(warmup_frac * total), total - 1)
-    if name == "step":
-        return step_decay(lr, lr_period, lr_decay, batches_per_epoch, warmup)
-    if name == "cosine":
+    total, lr = config.epochs * batches_per_epoch, config.lr
+    warmup = min(round(config.warmup_frac * total), total - 1)
+    if config.lr_schedule == "step":
+        return step_decay(lr, config.lr_period, config.lr_decay, batches_per_epoch, warmup)
+    if config.lr_schedule == "cosine":
         return cosine_decay(lr, total, warmup)
     return one_cycle(lr, total, warmup)
 

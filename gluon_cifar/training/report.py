@@ -12,8 +12,9 @@ COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", 
            "wall_seconds")
 
 
-def describe_run(config, datasets, loaders, train_split, reorg_dir, devices, workers):
-    """The lines a run starts with: what it reads, how it batches, where it computes, how it learns, what it writes."""
+def describe_run(run, datasets, loaders):
+    """The lines a Run starts with: what it reads, how it batches, where it computes, how it learns, what it writes."""
+    config, train_split, reorg_dir, devices, workers = run.config, run.train_split, run.reorg_dir, run.devices, run.workers
     num_test = len(os.listdir(os.path.join(reorg_dir, "test", "unknown")))
     sizes = ", ".join(f"{len(datasets[split])} {split}" for split in loaders)
     per_worker = f" per worker ({workers} workers)" if workers > 1 else ""

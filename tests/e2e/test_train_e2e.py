@@ -19,7 +19,7 @@ from gluon_cifar.data.loaders import load_datasets, make_loaders
 from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.transforms import chapter_train_transform
 from gluon_cifar.model import get_net
-from gluon_cifar.settings import RunConfig
+from gluon_cifar.settings import Run, RunConfig
 from gluon_cifar.training.loop import fit
 from gluon_cifar.training.report import EpochReport
 
@@ -63,7 +63,7 @@ def test_metrics_csv_gains_a_row_as_each_epoch_ends(ux_data_dir, tmp_path):
         report(history)
         rows.append(pd.read_csv(tmp_path / "metrics.csv"))
 
-    fit(get_net([mx.cpu()], 3), loaders["train"], loaders["valid"], config, 3, on_epoch_end=on_epoch_end)
+    fit(get_net([mx.cpu()], 3), loaders["train"], loaders["valid"], Run(config), 3, on_epoch_end=on_epoch_end)
     assert [len(table) for table in rows] == [1, 2]
     assert list(rows[-1].columns[:6]) == ["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr"]
     assert rows[-1]["epoch"].tolist() == [1, 2] and rows[-1]["lr"].tolist() == [0.1, 0.1]

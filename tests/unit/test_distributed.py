@@ -13,7 +13,7 @@ from mxnet.gluon import nn
 from gluon_cifar import launch
 from gluon_cifar.data.loaders import ShardSampler
 from gluon_cifar.training.distributed import trainer_options
-from gluon_cifar.training.loop import train_one_epoch
+from gluon_cifar.training.loop import Steps, train_one_epoch
 
 
 def small_net(devices):
@@ -41,7 +41,7 @@ def test_two_cpu_contexts_make_the_update_of_one(tmp_path, kvstore):
         net.load_parameters(str(tmp_path / "start.params"), ctx=devices)
         trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.5, "momentum": 0.9, "wd": 5e-4},
                                 **trainer_options(kvstore))
-        train_one_epoch(net, loader, gluon.loss.SoftmaxCrossEntropyLoss(), trainer, devices)
+        train_one_epoch(net, loader, Steps(trainer, gluon.loss.SoftmaxCrossEntropyLoss(), devices))
         params[len(devices)] = [[d.asnumpy() for d in p.list_data()] for p in net.collect_params().values()]
     start = [p.data().asnumpy() for p in reference.collect_params().values()]
     for before, (single,), replicas in zip(start, params[1], params[2]):

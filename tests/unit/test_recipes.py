@@ -11,7 +11,7 @@ from mxnet.gluon import nn
 from gluon_cifar.data.loaders import load_datasets, make_loaders
 from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.transforms import make_train_transform
-from gluon_cifar.settings import RunConfig
+from gluon_cifar.settings import Run, RunConfig
 from gluon_cifar.training import recipes
 from gluon_cifar.training.loop import fit
 
@@ -34,8 +34,8 @@ def expected_lr(name, t, warmup):
 @pytest.mark.parametrize("name,warmup_frac,warmup", [
     ("step", 0.0, 0), ("cosine", 0.0, 0), ("cosine", 0.3, 6), ("onecycle", 0.3, 6), ("onecycle", 0.1, 2)])
 def test_schedule_matches_its_formula_at_every_update(name, warmup_frac, warmup):
-    scheduler = recipes.make_scheduler(name, LR, EPOCHS, BATCHES, lr_period=2, lr_decay=0.5,
-                                       warmup_frac=warmup_frac)
+    scheduler = recipes.make_scheduler(RunConfig(lr_schedule=name, lr=LR, epochs=EPOCHS, lr_period=2, lr_decay=0.5,
+                                                 warmup_frac=warmup_frac), BATCHES)
     got = [scheduler(t) for t in range(1, TOTAL + 1)]
     assert got == pytest.approx([expected_lr(name, t, warmup) for t in range(1, TOTAL + 1)], abs=1e-12)
     if name != "step":  # the peak is reached where the warm-up ends; the last update is at 0
@@ -46,7 +46,8 @@ def test_trainer_steps_with_the_schedule_it_was_handed():
     """gluon.Trainer counts updates from 1 and, without its own learning_rate, follows the schedule."""
     net = nn.Dense(2)
     net.initialize()
-    scheduler = recipes.make_scheduler("onecycle", LR, EPOCHS, BATCHES, 2, 0.5, 0.3)
+    scheduler = recipes.make_scheduler(RunConfig(lr_schedule="onecycle", lr=LR, epochs=EPOCHS, warmup_frac=0.3),
+                                       BATCHES)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"momentum": 0.9, "lr_scheduler": scheduler})
     seen = []
     for _ in range(TOTAL):
@@ -59,7 +60,7 @@ def test_trainer_steps_with_the_schedule_it_was_handed():
 
 
 def test_the_chapter_schedule_is_still_the_default():
-    scheduler = recipes.make_scheduler("step", 0.02, 20, 3, lr_period=4, lr_decay=0.9)
+    scheduler = recipes.make_scheduler(RunConfig(lr=0.02, epochs=20, lr_period=4, lr_decay=0.9), 3)
     assert isinstance(scheduler, mx.lr_scheduler.FactorScheduler)
     assert [scheduler(t) for t in (1, 12, 13, 24, 25)] == pytest.approx([0.02, 0.02, 0.018, 0.018, 0.0162])
 
@@ -89,6 +90,6 @@ def test_train_runs_with_mixup_smoothing_and_onecycle(kaggle_dir, tmp_path):
     net.initialize(mx.init.Xavier())
     config = RunConfig(epochs=2, lr=0.1, batch_size=4, lr_schedule="onecycle", warmup_frac=0.3,
                        label_smoothing=0.1, mixup_alpha=0.2, devices="cpu")
-    history = fit(net, loaders["train"], loaders["valid"], config, num_classes=3)
+    history = fit(net, loaders["train"], loaders["valid"], Run(config), num_classes=3)
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["lr"] == pytest.approx(0) and all(math.isfinite(h["train_loss"]) for h in history)

@@ -16,15 +16,15 @@ def test_defaults_are_the_chapters():
     assert (config.lr, config.wd, config.lr_period, config.lr_decay, config.epochs, config.valid_ratio) == (
         0.1, 5e-4, 50, 0.1, 5, 0.1)
     assert config.batch_size is None  # the chapter's rule, decided by the data: 4 on the demo set, 128 on full data
-    assert config.for_data(45000, 5000, demo=True)[0].batch_size == 4
-    assert config.for_data(45000, 5000, demo=False) == (RunConfig(**{**config.to_dict(), "batch_size": 128}), None)
+    assert config.batch_size_for(45000, 5000, demo=True) == (4, None)
+    assert config.batch_size_for(45000, 5000, demo=False) == (128, None)
 
 
 def test_a_folder_too_small_for_128_falls_back_to_the_demo_batch_with_a_notice():
-    config, notice = train_command.parse_config(["--data-dir", "d"]).for_data(810, 90, demo=False)
-    assert config.batch_size == 4 and "90 images" in notice and "--batch-size" in notice
-    explicit, notice = train_command.parse_config(["--data-dir", "d", "--batch-size", "32"]).for_data(810, 90, demo=False)
-    assert explicit.batch_size == 32 and notice is None
+    batch_size, notice = train_command.parse_config(["--data-dir", "d"]).batch_size_for(810, 90, demo=False)
+    assert batch_size == 4 and "90 images" in notice and "--batch-size" in notice
+    explicit = train_command.parse_config(["--data-dir", "d", "--batch-size", "32"]).batch_size_for(810, 90, demo=False)
+    assert explicit == (32, None)
 
 
 def test_the_config_is_frozen_and_compared_field_by_field():
