@@ -89,7 +89,7 @@ def prepare_subset(data_dir, subset, workdir):
 
 def held_out_accuracy(net, dataset, batch_size, ctx, tta):
     """Accuracy over every image of an (image, label) dataset, through `predict` (labels in place of ids)."""
-    labels, preds = deploy_predict.predict(net, dataset, batch_size, ctx, tta=tta)
+    labels, preds = deploy_predict.predict(net, dataset, deploy_predict.Inference(batch_size, ctx, tta=tta))
     return sum(int(l == p) for l, p in zip(labels, preds)) / len(labels)
 
 

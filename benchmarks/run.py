@@ -342,8 +342,8 @@ def prediction_rows(prefix, test_folder, train_dir, root, n_baseline, n_ours, n_
 
     def chapter():
         net, classes = load_exported(prefix, mx.cpu())
-        deploy_predict.predict_folder(net, base_dir, classes, os.path.join(root, "submission_chapter.csv"), BATCH,
-                               mx.cpu())
+        deploy_predict.predict_folder(net, base_dir, classes, os.path.join(root, "submission_chapter.csv"),
+                                      deploy_predict.Inference(BATCH, mx.cpu()))
 
     def ours():
         predict.main(["--model", prefix, "--images", ours_dir, "--output",

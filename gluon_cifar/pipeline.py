@@ -12,7 +12,7 @@ from gluon_cifar.data.loaders import load_datasets, make_run_loaders
 from gluon_cifar.data.reorg import check_data_folder, check_run_folders, data_fingerprint, reorganised
 from gluon_cifar.data.sources import demo_data_dir, demo_dir
 from gluon_cifar.deploy.export import export_model, exported_files, load_weights
-from gluon_cifar.deploy.predict import fused_applies, predict_folder, predict_folder_fast
+from gluon_cifar.deploy.predict import Inference, fused_applies, predict_folder, predict_folder_fast
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import read_json
 from gluon_cifar.model import get_net
@@ -53,8 +53,8 @@ def write_outputs(output, net, history, classes, run):
     if fused_applies(run.devices[0]):  # the export just written, fused: the same predictions, faster
         ids = predict_folder_fast(os.path.join(out, "model"), test_dir, submission, config.batch_size, tta=config.tta)
     else:
-        ids = predict_folder(net, test_dir, classes, submission, config.batch_size, run.devices[0], config.num_workers,
-                             config.tta)
+        ids = predict_folder(net, test_dir, classes, submission,
+                             Inference(config.batch_size, run.devices[0], config.num_workers, config.tta))
     finished("submission.csv")
     valid = f", valid acc {history[chosen - 1]['valid_acc']:.3f}" if "valid_acc" in history[chosen - 1] else ""
     log.info("model of epoch %d (%s%s) exported as %s; wrote %s: %d predictions", chosen, config.export, valid,

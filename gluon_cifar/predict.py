@@ -14,7 +14,7 @@ from mxnet import npx
 
 from gluon_cifar.cli import ArgumentParser, check_mxnet_environment, report_input_errors
 from gluon_cifar.deploy.export import exported_files, load_exported
-from gluon_cifar.deploy.predict import check_output_file, predict_folder, predict_folder_fast
+from gluon_cifar.deploy.predict import Inference, check_output_file, predict_folder, predict_folder_fast
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import check_not_an_input
 from gluon_cifar.settings import TTA_MODES, check_num_workers
@@ -76,8 +76,9 @@ def main(argv=None):
                                   args.calib_size, args.tta)
     else:
         net, classes = load_exported(args.model, mx.cpu())
-        ids = predict_folder(net, args.images, classes, args.output, args.batch_size, mx.cpu(),
-                             args.num_workers, args.tta, args.probabilities, args.topk)
+        ids = predict_folder(net, args.images, classes, args.output,
+                             Inference(args.batch_size, mx.cpu(), args.num_workers, args.tta), args.probabilities,
+                             args.topk)
     print(f"wrote {args.output}: {len(ids)} predictions" + (f"; class probabilities in {args.probabilities}"
                                                              if args.probabilities else ""))
 

@@ -5,6 +5,7 @@ class), on the chapter's path or the fused graph of gluon_cifar.deploy.fastinfer
 import contextlib
 import csv
 import os
+from typing import NamedTuple
 
 import mxnet as mx
 import numpy as onp
@@ -26,14 +27,24 @@ def predict_logits(net, X, tta="none"):
     return y_hat
 
 
-def predict(net, dataset, batch_size, ctx, num_workers=0, tta="none", probabilities=False):
-    """Run `net` over an (image, id) dataset; return (ids, predicted class indices), in dataset order,
-    and with `probabilities` a third item: the softmax of each image's logits, one row per image."""
-    loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), batch_size,
-                                   shuffle=False, last_batch="keep", num_workers=num_workers)
+class Inference(NamedTuple):
+    """How the chapter's path runs a net over images: `batch_size` images at a time on `ctx`, decoded by
+    `num_workers` DataLoader processes, with test-time augmentation `tta` ('none' or 'flip')."""
+    batch_size: int
+    ctx: object
+    num_workers: int = 0
+    tta: str = "none"
+
+
+def predict(net, dataset, how, probabilities=False):
+    """Run `net` over an (image, id) dataset as `how` (an Inference) says; return (ids, predicted class
+    indices), in dataset order, and with `probabilities` a third item: the softmax of each image's logits,
+    one row per image."""
+    loader = gluon.data.DataLoader(dataset.transform_first(test_transform()), how.batch_size,
+                                   shuffle=False, last_batch="keep", num_workers=how.num_workers)
     ids, preds, probs = [], [], []
     for X, batch_ids in loader:
-        y_hat = predict_logits(net, X.as_in_ctx(ctx), tta)
+        y_hat = predict_logits(net, X.as_in_ctx(how.ctx), how.tta)
         preds.extend(y_hat.argmax(axis=1).astype("int32").asnumpy().tolist())
         ids.extend(batch_ids.asnumpy().astype(int).tolist())
         if probabilities:
@@ -70,12 +81,10 @@ def write_probabilities(path, ids, probs, classes, topk=None):
     write_csv(path, header, rows)
 
 
-def predict_folder(net, image_dir, classes, output, batch_size, ctx, num_workers=0, tta="none",
-                   probabilities=None, topk=None):
-    """Classify every `<id>.png` of `image_dir` and write the submission to `output` (and, with
-    `probabilities`, the class probabilities to that CSV); return the ids."""
-    ids, preds, *probs = predict(net, ImageFilesDataset(image_dir), batch_size, ctx, num_workers, tta,
-                                 probabilities=bool(probabilities))
+def predict_folder(net, image_dir, classes, output, how, probabilities=None, topk=None):
+    """Classify every `<id>.png` of `image_dir` as `how` (an Inference) says and write the submission to
+    `output` (and, with `probabilities`, the class probabilities to that CSV, `topk` of them); return the ids."""
+    ids, preds, *probs = predict(net, ImageFilesDataset(image_dir), how, probabilities=bool(probabilities))
     write_submission(output, ids, preds, classes)
     if probabilities:
         write_probabilities(probabilities, ids, probs[0], classes, topk)

@@ -18,7 +18,8 @@ def test_fusable_graph_fuses_every_convolution_and_predicts_as_the_export(refere
         legacy_symbol(reference_prefix + "-symbol.json").get_backend_symbol("MKLDNN").tojson())["nodes"]]
     assert fused_ops.count("_sg_mkldnn_conv") == 20 and "Convolution" not in fused_ops
     net, classes = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = deploy_predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    held = ImageFilesDataset(str(tiny_folder / "held"))
+    ids, chapter = deploy_predict.predict(net, held, deploy_predict.Inference(50, mx.cpu()))
     fused, fused_classes = fastinfer.load_fast(reference_prefix, 64)  # 200 = 3 full batches + a padded one
     fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64)
     assert fused_classes == classes and fast_ids == ids and ours == chapter

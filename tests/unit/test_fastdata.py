@@ -138,8 +138,9 @@ def test_fused_flip_tta_predicts_as_the_plain_flip_tta(reference_prefix, tiny_fo
     """Images and mirrors in one graph of twice the batch give `predict --tta flip`'s classes; 200 = 3 full
     batches of 64 and a padded one."""
     net, _ = load_exported(reference_prefix, mx.cpu())
-    ids, chapter = deploy_predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu(), tta="flip")
-    _, plain = deploy_predict.predict(net, ImageFilesDataset(str(tiny_folder / "held")), 50, mx.cpu())
+    held = ImageFilesDataset(str(tiny_folder / "held"))
+    ids, chapter = deploy_predict.predict(net, held, deploy_predict.Inference(50, mx.cpu(), tta="flip"))
+    _, plain = deploy_predict.predict(net, held, deploy_predict.Inference(50, mx.cpu()))
     fused, _ = fastinfer.load_fast(reference_prefix, 64, tta="flip")
     fast_ids, ours = fastinfer.predict_fast(fused, str(tiny_folder / "held"), 64, tta="flip")
     assert fast_ids == ids and ours == chapter

@@ -8,7 +8,7 @@ import pytest
 from mxnet import np
 
 from gluon_cifar.data import transforms as data_transforms
-from gluon_cifar.deploy.predict import predict_folder, predict_logits
+from gluon_cifar.deploy.predict import Inference, predict_folder, predict_logits
 from gluon_cifar.images import read_image
 from gluon_cifar.model import resnet18
 
@@ -25,7 +25,7 @@ def test_submission_ids_come_from_file_names_and_labels_from_synsets(tmp_path):
     net.initialize(init=mx.init.Xavier())
     classes = [f"name{i}" for i in range(10)]
     output = tmp_path / "submission.csv"
-    predict_folder(net, str(folder), classes, str(output), batch_size=5, ctx=mx.cpu())
+    predict_folder(net, str(folder), classes, str(output), Inference(batch_size=5, ctx=mx.cpu()))
     submission = pd.read_csv(output)
     expected_ids = sorted(int(p.name[:-4]) for p in folder.iterdir())
     assert submission["id"].tolist() == expected_ids
