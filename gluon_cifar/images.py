@@ -80,11 +80,13 @@ def is_complete_kaggle_png(path):
         if data != KAGGLE_PNG_HEAD:
             return False
         data += f.read()
-    level = cv2.setLogLevel(0)  # silent: a damaged file is named by `read_original`, in one line
+    logs = getattr(getattr(cv2, "utils", None), "logging", cv2)  # OpenCV 5's log level is there, OpenCV 4's in cv2 itself
+    level = logs.getLogLevel()
+    logs.setLogLevel(0)  # silent: a damaged file is named by `read_original`, in one line
     try:
         img = cv2.imdecode(onp.frombuffer(data, onp.uint8), cv2.IMREAD_COLOR)  # (imread: 1.5x the time, its threads)
     finally:
-        cv2.setLogLevel(level)
+        logs.setLogLevel(level)
     return img is not None and img.shape == IMAGE_SHAPE
 
 
