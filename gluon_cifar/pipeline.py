@@ -102,8 +102,8 @@ def resolved_run(config, kvstore, reorg_dir, checkpoint_dir, datasets):
     batch_size, notice = config.batch_size_for(len(datasets["train"]), len(datasets["valid"]), demo=not config.data_dir)
     if notice:
         log.info(notice)
-    config = dataclasses.replace(config, kvstore=config.kvstore or default_kvstore(config.contexts()),
-                                 job_workers=workers, batch_size=batch_size)
+    kind = kvstore if isinstance(kvstore, str) else kvstore.type  # the kind run_training chose
+    config = dataclasses.replace(config, kvstore=kind, job_workers=workers, batch_size=batch_size)
     return Run(config, kvstore=kvstore, rank=rank, workers=workers, reorg_dir=reorg_dir, checkpoint_dir=checkpoint_dir)
 
 

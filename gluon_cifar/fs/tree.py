@@ -159,7 +159,7 @@ def check_owned(paths, manifest, purpose, note=None):
     manifest does not list with its identity (and `note`); return what removing `paths` removes, children
     first. `purpose` says in the message why it is in the way."""
     present = [os.path.abspath(path) for path in paths if os.path.lexists(path)]
-    entries, order = manifest.entries() if present else {}, []  # (a reorganisation's lists 60,000 files)
+    entries, order = manifest.entries() if present else {}, []  # (a reorganisation's manifest lists 60,000 files)
     for path in present:
         _plan(path, manifest, entries, purpose, order, note)
     return order
