@@ -8,6 +8,7 @@ import queue
 import re
 import threading
 import warnings
+import zlib
 
 import cv2
 import mxnet as mx
@@ -62,32 +63,40 @@ def read_original(path):
     return img
 
 
-# A PNG's first 26 bytes when it is 32x32, 8 bits per channel, RGB: signature, IHDR length and type, width,
-# height, bit depth, colour type 2. The Kaggle images all start so.
-KAGGLE_PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (32).to_bytes(4, "big") * 2 + b"\x08\x02"
+# How every Kaggle image begins: the PNG signature and the header chunk (IHDR) of a 32x32 image, 8 bits per
+# channel, RGB, not interlaced, with its CRC; and how it ends: the empty IEND chunk. Between them, IDAT chunks.
+_KAGGLE_IHDR = b"IHDR" + (32).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+KAGGLE_PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\r" + _KAGGLE_IHDR + zlib.crc32(_KAGGLE_IHDR).to_bytes(4, "big")
+PNG_END = b"\x00\x00\x00\x00IEND" + zlib.crc32(b"IEND").to_bytes(4, "big")
+KAGGLE_ROW = 1 + 32 * 3  # a row of image data: its filter type byte, then 32 RGB pixels
 
 
-def is_complete_kaggle_png(path):
-    """Whether `path` is a 32x32 8-bit RGB PNG that libpng decodes whole: `read_original`'s proof, one decode.
+def is_complete_kaggle_png(data):
+    """Whether PNG bytes `data` are a whole 32x32 8-bit RGB image that libpng (MXNet's and OpenCV's PNG
+    decoder) reads: `read_original`'s proof, one decompression.
 
-    OpenCV's libpng, the library MXNet's own decoder reads PNGs with, fails on a truncated file, a CRC
-    error or damaged image data (where PIL passes some cut at the end, and MXNet's `imread` returns
-    garbage pixels for a file cut after its header); its header fixes the size, so no decompression bomb.
-    Anything else (other sizes, modes, formats) is left to `read_original`, which names what is wrong.
+    Kaggle's header, IDAT chunks whose CRCs match, the end chunk at the end (no cut, no damaged byte), and
+    image data that inflates (zlib's own check included) to exactly 32 rows, each with a valid filter
+    type: all libpng needs of such a file. The header fixes the size, so no decompression bomb. Anything
+    else (other sizes, modes, formats, other chunks) is left to `read_original`, which names what is wrong.
     """
-    with open(path, "rb") as f:
-        data = f.read(len(KAGGLE_PNG_HEAD))
-        if data != KAGGLE_PNG_HEAD:
+    if not (data.startswith(KAGGLE_PNG_HEAD) and data.endswith(PNG_END)):
+        return False
+    pos, body, image_data = len(KAGGLE_PNG_HEAD), len(data) - len(PNG_END), []
+    while pos < body:
+        end = pos + 8 + int.from_bytes(data[pos:pos + 4], "big")
+        if (data[pos + 4:pos + 8] != b"IDAT" or end + 4 > body
+                or zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big")):
             return False
-        data += f.read()
-    logs = getattr(getattr(cv2, "utils", None), "logging", cv2)  # OpenCV 5's log level is there, OpenCV 4's in cv2 itself
-    level = logs.getLogLevel()
-    logs.setLogLevel(0)  # silent: a damaged file is named by `read_original`, in one line
+        image_data.append(data[pos + 8:end])
+        pos = end + 4
+    inflate = zlib.decompressobj()
     try:
-        img = cv2.imdecode(onp.frombuffer(data, onp.uint8), cv2.IMREAD_COLOR)  # (imread: 1.5x the time, its threads)
-    finally:
-        logs.setLogLevel(level)
-    return img is not None and img.shape == IMAGE_SHAPE
+        rows = inflate.decompress(b"".join(image_data), 32 * KAGGLE_ROW + 1)
+    except zlib.error:
+        return False
+    return (inflate.eof and not inflate.unused_data and len(rows) == 32 * KAGGLE_ROW
+            and max(rows[::KAGGLE_ROW]) <= 4)
 
 
 def read_image(path):

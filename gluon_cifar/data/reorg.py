@@ -4,7 +4,7 @@ same and rebuilt, through gluon_cifar.fs, when it changes; where output and reor
 """
 import collections
 import contextlib
-import errno
+import functools
 import hashlib
 import logging
 import math
@@ -92,48 +92,58 @@ def _lock_file(reorg_dir, what):
                               "a folder you can write to")
 
 
+SourceImage = collections.namedtuple("SourceImage", "id path identity")
+
+
 def source_files(data_dir, split, reorg_dir):
-    """[(id, path, identity)] of the images of `data_dir/split`.
+    """[SourceImage(id, path, identity=None)] of the images of `data_dir/split` (`with_identities` reads them).
 
     A symbolic link is replaced by the regular file it resolves to, which must lie inside the data
-    folder (and not in the reorganisation, which is rebuilt); identity (a hash of the content: an edit
-    that keeps size and mtime changes it too) tells a reorganisation made from these very images.
+    folder (and not in the reorganisation, which is rebuilt).
     """
     data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
-    images = list_images(os.path.join(data_dir, split))
     files = []
-    for (image_id, path), identity in zip(images, map_in_workers(_content_hash, [path for _, path in images])):
-        if identity is None:  # a link
+    for image_id, path in list_images(os.path.join(data_dir, split)):
+        if os.path.islink(path):
             target = os.path.realpath(path)
             if not _is_within(target, data) or _is_within(target, reorg):
                 raise InputError(f"{path}: a link to {target}, outside the data folder {data_dir}: "
                                  "copy the file in instead")
-            path, identity = target, _content_hash(target)
-        files.append((image_id, path, identity))
+            path = target
+        files.append(SourceImage(image_id, path, None))
     return files
 
 
-def _content_hash(path, chunk=1 << 16):
-    """128 bits of the SHA-256 of a file's content, or None if `path` is a symbolic link.
+def with_identities(files, identities=None):
+    """`files` with each one's identity: 128 bits of the SHA-256 of its content (an edit that keeps size and
+    mtime changes it too), which tells a reorganisation made from these very images. Read by the workers
+    of `map_in_workers`, unless given (read by the build: `place_images`)."""
+    if identities is None:
+        read = map_in_workers(functools.partial(_read_source, prove=False), [f.path for f in files])
+        identities = [identity for identity, _ in read]
+    return [f._replace(identity=identity) for f, identity in zip(files, identities)]
+
+
+def _read_source(path, prove, chunk=1 << 16):
+    """(identity, proven) of the file at `path`: its identity (`with_identities`) and, where `prove`,
+    whether it is a whole Kaggle PNG (`is_complete_kaggle_png`), which needs no further check.
 
     One open and one read for an image (a regular file reads whole up to its end); the reuse check's cost
     against the old one by size and mtime (which missed in-place edits): benchmarks/reorg_reuse.py.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # (a file replaced by a link since it was listed)
     except OSError as err:
-        if err.errno == errno.ELOOP:
-            return None
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
     try:
         data = os.read(fd, chunk)
-        digest = hashlib.sha256(data)
+        digest, small = hashlib.sha256(data), len(data) < chunk
         while len(data) == chunk:
             data = os.read(fd, chunk)
             digest.update(data)
     finally:
         os.close(fd)
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:32], prove and small and is_complete_kaggle_png(data)
 
 
 def _digest(lines):
@@ -147,14 +157,13 @@ def source_stamp(labels, valid_ratio, train, test):
     image's content hash (and label), so a changed image can be named (`training_data_change`).
     """
     def images(files):
-        return {"images": len(files), "sha256": _digest(f"{image_id} {identity}" for image_id, _, identity in files)}
+        return {"images": len(files), "sha256": _digest(f"{f.id} {f.identity}" for f in files)}
     return {"made_by": "gluon_cifar", "valid_ratio": valid_ratio,
             "labels_sha256": _digest(f"{image_id},{label}" for image_id, label in sorted(
                 labels.items(), key=lambda row: int(row[0]))),
             "train": images(train), "test": images(test),
-            "images": {"train": {str(image_id): f"{identity} {labels.get(str(image_id), '')}"
-                                 for image_id, _, identity in train},
-                       "test": {str(image_id): identity for image_id, _, identity in test}}}
+            "images": {"train": {str(f.id): f"{f.identity} {labels.get(str(f.id), '')}" for f in train},
+                       "test": {str(f.id): f.identity for f in test}}}
 
 
 FINGERPRINT_KEYS = ("valid_ratio", "labels_sha256", "train", "test")  # a data_fingerprint's
@@ -194,31 +203,38 @@ def training_data_change(expected, stamp, reorg_dir):
 
 
 def _checked_source(path, reorg_dir, split, name):
-    """Decode `path` fully, as training will, so a bad image stops the run here and not hours into training.
+    """(identity, file to place) of source image `path`, decoded fully as training will decode it, so a bad
+    image stops the run here and not hours into training.
 
-    Returns the file to place: `path` itself, or for a size other than 32x32 the 32x32 PNG that
-    `read_image` (the prediction path) makes of it in `.resized/<split>/` (made by `checked_sources`),
-    so training, validation and prediction all see the same pixels.
+    The file to place is `path` itself, or for a size other than 32x32 the 32x32 PNG that `read_image`
+    (the prediction path) makes of it in `.resized/<split>/` (made by `place_images`), so training,
+    validation and prediction all see the same pixels.
     """
-    if is_complete_kaggle_png(path):  # the Kaggle images: one decode proves them
-        return path
+    identity, proven = _read_source(path, prove=True)
+    if proven:  # the Kaggle images: the one read proves them
+        return identity, path
     img = read_original(path)
     if img.shape[:2] == IMAGE_SHAPE[:2]:
-        return path
+        return identity, path
     resized = os.path.join(reorg_dir, ".resized", split, name)
     Image.fromarray(image.imresize(img, *IMAGE_SHAPE[:2]).asnumpy()).save(resized, format="PNG")
-    return resized
+    return identity, resized
+
+
+def worker_count(items):
+    """How many processes `map_in_workers` uses for `items` things to do: one per core this process may
+    use, or one below `POOL_MIN_IMAGES` (starting workers would take longer)."""
+    return len(os.sched_getaffinity(0)) if items >= POOL_MIN_IMAGES else 1
 
 
 def map_in_workers(func, items, processes=None):
-    """Yield func(item) for each of `items`, computed by `processes` worker processes (default: one per core
-    this process may use, or none below `POOL_MIN_IMAGES` items) while the caller handles earlier results.
+    """Yield func(item) for each of `items`, computed by `processes` worker processes (default:
+    `worker_count`) while the caller handles earlier results.
 
     The workers are forked, as DataLoader's are (MXNet restarts its engine in a forked child). Results come
     in `items`' order, and so does an exception: the first item's that raised, as in a single process.
     """
-    if processes is None:
-        processes = len(os.sched_getaffinity(0)) if len(items) >= POOL_MIN_IMAGES else 1
+    processes = worker_count(len(items)) if processes is None else processes
     if processes <= 1:
         yield from map(func, items)
         return
@@ -230,24 +246,37 @@ def map_in_workers(func, items, processes=None):
         yield from pool.imap(func, items, chunksize=chunk)
 
 
-def _checked_item(item):
-    path, reorg_dir, split, name = item
-    return name, _checked_source(path, reorg_dir, split, name)
+PLACE_BATCH = 64  # images a worker checks, then records and links in one manifest write
 
 
-def checked_sources(files, reorg_dir, split, manifest, processes=None):
-    """Yield (name, file to place) for the `source_files` of `split`, in order, each checked by
-    `_checked_source`, as the workers of `map_in_workers` check them: the caller places the files meanwhile.
-
-    The first bad image in `files`' order stops the check with its one-line InputError (the staging folder
-    being filled is then removed). The workers only write resized copies; this process records them.
-    """
-    items = [(path, reorg_dir, split, f"{image_id}{os.path.splitext(path)[1]}") for image_id, path, _ in files]
-    fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
-    for (path, *_), (name, placed) in zip(items, map_in_workers(_checked_item, items, processes)):
+def _place_batch(batch, reorg_dir, split):
+    """In a worker: check each (source, name, folders) of `batch` (`_checked_source`) and link the file to
+    place into its folders, recorded in `reorg_dir`'s manifest; return the sources' identities."""
+    manifest, identities, links = fs.Manifest(reorg_dir), [], []
+    for path, name, folders in batch:
+        identity, placed = _checked_source(path, reorg_dir, split, name)
         if placed != path:
             manifest.record(placed)
-        yield name, placed
+        identities.append(identity)
+        links += [(placed, os.path.join(folder, name)) for folder in folders]
+    fs.link_files(links, manifest)
+    return identities
+
+
+def place_images(files, folders, reorg_dir, split, manifest, processes=None):
+    """Place each of `files` (`source_files` of `split`) as `<id><ext>` in each of its `folders`, checked
+    by `_checked_source`: every image read once, by the workers of `map_in_workers`, which check, link and
+    record it (in batches of PLACE_BATCH). Returns `files` with the identities that read gave.
+
+    The first bad image in `files`' order stops the work with its one-line InputError (the staging folder
+    being filled is then removed).
+    """
+    fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
+    items = [(f.path, f"{f.id}{os.path.splitext(f.path)[1]}", where) for f, where in zip(files, folders)]
+    batches = [items[start:start + PLACE_BATCH] for start in range(0, len(items), PLACE_BATCH)]
+    place = functools.partial(_place_batch, reorg_dir=reorg_dir, split=split)
+    identities = map_in_workers(place, batches, worker_count(len(items)) if processes is None else processes)
+    return with_identities(files, [identity for batch in identities for identity in batch])
 
 
 def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None):
@@ -256,16 +285,16 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None
 
     n is the image count of the rarest class; the first max(1, floor(n * valid_ratio)) images of each
     class (in numeric id order, so the split never depends on listing order) go to `valid/`, the rest
-    to `train/`, and every image to `train_valid/`. Returns the number of validation images per class.
-    Each file placed is recorded in `manifest` (default: `reorg_dir`'s).
+    to `train/`, and every image to `train_valid/` (`place_images`). Returns `train_files` with their
+    identities. Each file placed is recorded in `manifest` (default: `reorg_dir`'s).
     """
     manifest = manifest or fs.Manifest(reorg_dir)
     if not 0 < valid_ratio < 1:
         raise InputError(f"valid ratio must be between 0 and 1 (exclusive), got {valid_ratio}")
-    unlabelled = [path for image_id, path, _ in train_files if str(image_id) not in labels]
+    unlabelled = [f.path for f in train_files if str(f.id) not in labels]
     if unlabelled:
         raise InputError(f"{unlabelled[0]}: image has no row in trainLabels.csv")
-    image_ids = {str(image_id) for image_id, _, _ in train_files}
+    image_ids = {str(f.id) for f in train_files}
     missing = [image_id for image_id in labels if image_id not in image_ids]
     if missing:
         raise InputError(f"trainLabels.csv: id {missing[0]} has no image {missing[0]}.png in train/")
@@ -279,29 +308,29 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None
                for label in class_sizes for split in ("train_valid", "valid", "train")}  # each gets images
     for folder in folders.values():
         fs.make_dirs(folder, manifest)
-    label_count = collections.Counter()
-    for (image_id, _, _), (name, path) in zip(train_files, checked_sources(train_files, reorg_dir, "train", manifest)):
-        label = labels[str(image_id)]
+    label_count, where = collections.Counter(), []
+    for source in train_files:
+        label = labels[str(source.id)]
         split = "valid" if label_count[label] < n_valid_per_label else "train"
         label_count[label] += 1
-        for folder in (folders["train_valid", label], folders[split, label]):
-            fs.link_or_copy(path, os.path.join(folder, name), manifest)
-    return n_valid_per_label
+        where.append((folders["train_valid", label], folders[split, label]))
+    return place_images(train_files, where, reorg_dir, "train", manifest)
 
 
 def reorg_test(test_files, reorg_dir, manifest=None):
-    """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs."""
+    """Place every test image in `reorg_dir/test/unknown`, the one-class folder ImageFolderDataset needs;
+    return `test_files` with their identities."""
     manifest = manifest or fs.Manifest(reorg_dir)
     folder = os.path.join(reorg_dir, "test", "unknown")
     fs.make_dirs(folder, manifest)
-    for name, path in checked_sources(test_files, reorg_dir, "test", manifest):
-        fs.link_or_copy(path, os.path.join(folder, name), manifest)
+    return place_images(test_files, [(folder,)] * len(test_files), reorg_dir, "test", manifest)
 
 
-def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
+def _build(train, test, labels, valid_ratio, reorg_dir):
     """Build the reorganisation in a staging folder beside `reorg_dir` and publish it by renaming.
 
-    The completion marker is written last, so a folder without it is never taken for a finished one.
+    The completion marker, the `source_stamp` of the images as the build read them, is written last, so a
+    folder without it is never taken for a finished one.
     Every file placed is recorded in the folder's manifest (gluon_cifar.fs), which alone decides what a
     rebuild may remove: checked before any work, so a file of the user's stops the rebuild untouched.
     """
@@ -312,9 +341,9 @@ def _build(train, test, labels, valid_ratio, stamp, reorg_dir):
     manifest = fs.Manifest(staging)
     try:
         with manifest:
-            reorg_train_valid(train, labels, valid_ratio, staging, manifest)
-            reorg_test(test, staging, manifest)
-        write_json(os.path.join(staging, COMPLETE_MARKER), stamp)
+            train = reorg_train_valid(train, labels, valid_ratio, staging, manifest)
+            test = reorg_test(test, staging, manifest)
+        write_json(os.path.join(staging, COMPLETE_MARKER), source_stamp(labels, valid_ratio, train, test))
     except BaseException:
         fs.remove_owned([staging], manifest, "the staging folder of a failed build")
         raise
@@ -355,21 +384,23 @@ def reorganised(data_dir, valid_ratio, reorg_dir=None, resumes=None):
             train, test = (source_files(data_dir, split, reorg_dir) for split in ("train", "test"))
             if not test:
                 raise InputError(f"{os.path.join(data_dir, 'test')}: no test images")
-            stamp = source_stamp(labels, valid_ratio, train, test)
+            built, stamp = read_json(os.path.join(reorg_dir, COMPLETE_MARKER)), None
+            if built is not None or resumes:  # (a first build reads each image once, as it places it)
+                stamp = source_stamp(labels, valid_ratio, with_identities(train), with_identities(test))
             change = resumes and training_data_change(resumes, stamp, reorg_dir)
             if change:
                 raise InputError(f"--resume continues the run on the data it started on, but {change} (in "
                                  f"{data_dir}): restore that data, or start a new run (--overwrite or another "
                                  "--output-dir)")
-            if read_json(os.path.join(reorg_dir, COMPLETE_MARKER)) != stamp:
+            if stamp is None or built != stamp:
                 check_reorg_target(reorg_dir)  # again, under the lock
                 in_use.take(busy=f"{reorg_dir} is in use by a run training on it, and was built from other "
                                  "labels, images or --valid-ratio: rebuilding it now would change that run's "
                                  "data; wait for it to end, or give this run its own --reorg-dir")
                 log.info("reorganising %d training and %d test images into class folders in %s (hard links; "
-                         "every image decoded once to catch damaged files; done once, reused by later runs)",
+                         "every image checked once to catch damaged files; done once, reused by later runs)",
                          len(train), len(test), reorg_dir)
-                _build(train, test, labels, valid_ratio, stamp, reorg_dir)
+                _build(train, test, labels, valid_ratio, reorg_dir)
             in_use.take(shared=True)  # under the build lock: no rebuild can come in between
         finally:
             build.close()

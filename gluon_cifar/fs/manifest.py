@@ -138,6 +138,10 @@ class Manifest:
         """Record what is at `path` now (or `entry`, an identity taken earlier) as written by the package."""
         self._write([{"path": self.rel(path), **(entry or identity(path, kind))}])
 
+    def record_many(self, entries):
+        """Record each (path, entry) of `entries` (identities taken earlier), in one write."""
+        self._write([{"path": self.rel(path), **entry} for path, entry in entries])
+
     def expect(self, *paths):
         """Record `paths` as about to be written by a library into a staging folder (kind 'pending')."""
         self._write([{"path": self.rel(path), "kind": "pending"} for path in paths])

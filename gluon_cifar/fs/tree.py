@@ -15,7 +15,7 @@ import stat
 import tempfile
 
 from gluon_cifar.errors import InputError
-from gluon_cifar.fs.manifest import MANIFEST, Manifest, matches
+from gluon_cifar.fs.manifest import MANIFEST, Manifest, identity, matches
 
 OWNER_MARKER = ".gluon_cifar"  # written first into every folder the package builds from nothing
 RUN_MARKER = ".gluon_cifar-run"  # an output folder's: the outputs its run has finished (gluon_cifar.checkpoint)
@@ -109,20 +109,29 @@ def make_dirs(path, manifest):
         manifest.record(folder, "dir")
 
 
-def link_or_copy(src, dst, manifest):
-    """Hard-link `src` to `dst` (copy where links are impossible, e.g. across file systems); record it."""
+def link_files(pairs, manifest):
+    """Hard-link each (source, new name) of `pairs` (copy where links are impossible, e.g. across file
+    systems). Every new name is recorded first, in one write, with the identity the link will have (its
+    source's inode): a writer killed midway leaves only files the manifest lists."""
     try:
-        os.link(src, dst)
-        manifest.record(dst, "link")
-    except OSError:
+        manifest.record_many((dst, identity(src, "link")) for src, dst in pairs)
+    except OSError as err:
+        raise InputError(f"cannot write {manifest.path}: {err.strerror or err} (disk full?)") from None
+    for src, dst in pairs:
         try:
-            shutil.copyfile(src, dst)
-        except OSError as err:
-            if os.path.lexists(dst):  # the part this copy wrote into its new place
-                os.remove(dst)
-            raise InputError(f"cannot write {dst}: {err.strerror or err} (disk full? links to the data are "
-                             "impossible there, so the images are copied)") from None
-        manifest.record(dst, "file")
+            os.link(src, dst)
+        except FileExistsError:  # not a new name: what is there is not ours
+            manifest.forget(dst)
+            raise
+        except OSError:
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as err:
+                if os.path.lexists(dst):  # the part this copy wrote into its new place
+                    os.remove(dst)
+                raise InputError(f"cannot write {dst}: {err.strerror or err} (disk full? links to the data are "
+                                 "impossible there, so the images are copied)") from None
+            manifest.record(dst, "file")
 
 
 def record_tree(folder, manifest):

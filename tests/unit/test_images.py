@@ -92,10 +92,11 @@ def test_the_one_decode_check_of_a_kaggle_png_passes_only_what_training_reads(tm
     what the reorganisation falls back to, so a damaged image is still named."""
     from gluon_cifar.images import is_complete_kaggle_png, read_original
     intact = tiny_images(1, 1)[0]
-    assert is_complete_kaggle_png(intact) and read_original(intact).shape == (32, 32, 3)
-    path = tmp_path / "1.png"
     with open(intact, "rb") as f:
-        path.write_bytes(DAMAGE[damage](f.read()))
-    assert not is_complete_kaggle_png(str(path))
+        data = f.read()
+    assert is_complete_kaggle_png(data) and read_original(intact).shape == (32, 32, 3)
+    path = tmp_path / "1.png"
+    path.write_bytes(DAMAGE[damage](data))
+    assert not is_complete_kaggle_png(path.read_bytes())
     with pytest.raises(InputError, match="cannot decode image"):
         read_original(str(path))

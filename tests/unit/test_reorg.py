@@ -13,7 +13,7 @@ from PIL import Image
 
 from gluon_cifar import fs
 from gluon_cifar.data.labels import read_csv_labels
-from gluon_cifar.data.reorg import (COMPLETE_MARKER, POOL_MIN_IMAGES, checked_sources, reorg_cifar10_data, reorganised,
+from gluon_cifar.data.reorg import (COMPLETE_MARKER, POOL_MIN_IMAGES, place_images, reorg_cifar10_data, reorganised,
                                     source_files)
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import OWNER_MARKER
@@ -294,8 +294,8 @@ from gluon_cifar import fs
 staging = fs.staging_dir(os.path.join(sys.argv[1], "train_valid_test"))
 manifest = fs.Manifest(staging)
 fs.make_dirs(os.path.join(staging, "train_valid", "bird"), manifest)
-fs.link_or_copy(os.path.join(sys.argv[1], "test", "1.png"), os.path.join(staging, "train_valid", "bird", "1.png"),
-                manifest)
+fs.link_files([(os.path.join(sys.argv[1], "test", "1.png"), os.path.join(staging, "train_valid", "bird", "1.png"))],
+              manifest)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -388,15 +388,25 @@ BAD_IMAGES = {"truncated": truncate,
               "a GIF": lambda path: save_as(path, "GIF", onp.zeros((32, 32, 3), onp.uint8))}
 
 
+def place_all(root, reorg, processes):
+    """Every training image of `root` placed in `reorg/all` by `processes` processes; the placed files."""
+    os.makedirs(os.path.join(reorg, "all"))
+    files = source_files(root, "train", reorg)
+    placed = place_images(files, [(os.path.join(reorg, "all"),)] * len(files), reorg, "train", fs.Manifest(reorg),
+                          processes)
+    assert [f.id for f in placed] == [f.id for f in files] and all(f.identity for f in placed)
+    return [os.path.join(reorg, "all", name) for name in sorted(os.listdir(os.path.join(reorg, "all")), key=lambda
+                                                                   name: int(name.split(".")[0]))]
+
+
 @pytest.mark.parametrize("bad", BAD_IMAGES)
 def test_workers_refuse_the_first_bad_image_in_id_order_in_one_line(root, bad):
     for image_id in (5, 3):  # a worker may meet 5 first: 3 is still the one named
         BAD_IMAGES[bad](os.path.join(root, "train", f"{image_id}.png"))
-    files = source_files(root, "train", os.path.join(root, "r"))
     with pytest.raises(InputError) as single:
-        list(checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=1))
+        place_all(root, os.path.join(root, "one"), processes=1)
     with pytest.raises(InputError) as pooled:
-        list(checked_sources(files, os.path.join(root, "r"), "train", fs.Manifest(os.path.join(root, "r")), processes=2))
+        place_all(root, os.path.join(root, "two"), processes=2)
     assert str(pooled.value) == str(single.value)
     assert str(pooled.value).startswith(os.path.join(root, "train", "3.png") + ":") and "\n" not in str(pooled.value)
 
@@ -405,13 +415,14 @@ def test_workers_convert_and_resize_to_the_same_files_as_one_process(root, tmp_p
     rng = onp.random.default_rng(4)
     for image_id, (size, mode) in enumerate([(32, "L"), (32, "RGBA"), (32, "P"), (64, "RGB"), (24, "LA")], 1):
         write_png(os.path.join(root, "train", f"{image_id}.png"), rng, size, mode)
-    files = source_files(root, "train", str(tmp_path / "one"))
-    single = list(checked_sources(files, str(tmp_path / "one"), "train", fs.Manifest(str(tmp_path / "one")), processes=1))
-    pooled = list(checked_sources(files, str(tmp_path / "two"), "train", fs.Manifest(str(tmp_path / "two")), processes=2))
-    assert [name for name, _ in pooled] == [name for name, _ in single] == [f"{i}.png" for i in range(1, 31)]
-    resized = [i for i, (_, path) in enumerate(pooled) if not path.startswith(os.path.join(root, "train"))]
+    single = place_all(root, str(tmp_path / "one"), processes=1)
+    pooled = place_all(root, str(tmp_path / "two"), processes=2)
+    assert [os.path.basename(p) for p in pooled] == [os.path.basename(p) for p in single] == [
+        f"{i}.png" for i in range(1, 31)]
+    sources = {os.stat(os.path.join(root, "train", f"{i}.png")).st_ino for i in range(1, 31)}
+    resized = [i for i, path in enumerate(pooled) if os.stat(path).st_ino not in sources]
     assert resized == [3, 4]  # the 64 and 24 pixel images, as files of their own
-    for (_, one), (_, two) in zip(single, pooled):
+    for one, two in zip(single, pooled):
         with open(one, "rb") as a, open(two, "rb") as b:
             assert a.read() == b.read()
 
@@ -436,13 +447,22 @@ def other_file_system(tmp_path):
     shutil.rmtree(folder)
 
 
+def test_links_to_another_file_system_are_copies_the_manifest_owns(tmp_path, other_file_system):
+    source, copy = tmp_path / "1.png", os.path.join(other_file_system, "1.png")
+    source.write_bytes(b"an image")
+    manifest = fs.Manifest(other_file_system)
+    fs.link_files([(str(source), copy)], manifest)
+    assert open(copy, "rb").read() == b"an image" and os.stat(copy).st_ino != source.stat().st_ino
+    assert manifest.entries()["1.png"]["kind"] == "file" and manifest.owns(copy)
+
+
 def test_a_reorganisation_that_cannot_link_or_copy_is_one_line(kaggle_dir, other_file_system):
-    """Links across file systems fail, so the images are copied; a copy that cannot grow past 1000 bytes (a
-    PNG is about 3 kB) fails as on a full disk: one line, and no half reorganisation left."""
+    """Links across file systems fail, so the images are copied; where no file can grow past 1000 bytes (a
+    PNG is about 3 kB; the manifest's first records, written before the links, more), the build fails as on
+    a full disk: one line, and no half reorganisation left."""
     reorg = os.path.join(other_file_system, "reorg")
     before = snapshot(kaggle_dir, skip=("train_valid_test", "out"))
     result = run_with_file_size_limit(1000, "gluon_cifar.train", *checks_argv(kaggle_dir, "--reorg-dir", reorg))
-    assert_one_error_line(result, f"cannot write {other_file_system}", "File too large", "disk full?",
-                          "the images are copied")
+    assert_one_error_line(result, f"cannot write {other_file_system}", "File too large", "disk full?")
     assert [name for name in os.listdir(other_file_system) if not name.endswith((".lock", ".in-use"))] == []
     assert snapshot(kaggle_dir, skip=("train_valid_test", "out")) == before  # the data (out: the run's own)
