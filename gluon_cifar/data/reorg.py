@@ -102,9 +102,12 @@ def source_files(data_dir, split, reorg_dir):
     folder (and not in the reorganisation, which is rebuilt).
     """
     data, reorg = os.path.realpath(data_dir), os.path.realpath(reorg_dir)
+    images = list_images(os.path.join(data_dir, split))
+    with os.scandir(os.path.join(data_dir, split)) as entries:  # (the listing's file types: no stat per file)
+        links = {entry.path for entry in entries if entry.is_symlink()}
     files = []
-    for image_id, path in list_images(os.path.join(data_dir, split)):
-        if os.path.islink(path):
+    for image_id, path in images:
+        if path in links:
             target = os.path.realpath(path)
             if not _is_within(target, data) or _is_within(target, reorg):
                 raise InputError(f"{path}: a link to {target}, outside the data folder {data_dir}: "
