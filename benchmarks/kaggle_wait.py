@@ -13,7 +13,7 @@ its .7z archives). Two parts, each command run whole in its own process, as a us
 (b) the first reorganisation (timed inside its command, after the imports) of the first --train training
     images and that test folder: today's code
     (--baseline: a checkout of it, run with PYTHONPATH=DIR; without one, this package with the check in
-    one process, which is today's check) against this package on each of --cores cores (CPU affinity).
+    one process, which is today's check), each on each of --cores core counts (CPU affinity).
 Prints each row's seconds, images/s and ratio to today, and a linear extrapolation to 300,000 test images
 (50,000 + 300,000 for the reorganisation), which is an extrapolation and says so.
 """
@@ -93,9 +93,11 @@ def sgemm_gflops(n=2048, repeats=10):
 
 
 def timed_command(argv, pythonpath=REPO):
-    """Wall seconds of one command in a fresh process (imports and model loading included), and its stdout."""
+    """Wall seconds of one command in a fresh process (imports and model loading included), and its stdout.
+    `pythonpath` goes first on PYTHONPATH (which may name where MXNet is, as on the device machines)."""
     start = time.perf_counter()
-    out = subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": pythonpath}, capture_output=True,
+    path = os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH")) if p)
+    out = subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": path}, capture_output=True,
                          text=True).stdout
     return time.perf_counter() - start, out
 
@@ -183,12 +185,15 @@ def submission_rows(args, prefix, test_folder, calib_dir, work):
 
 
 def reorg_rows(args, kaggle_dir, work):
-    """(b): the first reorganisation, today's code against this package on each core count, the rows taking
-    turns for --repeats rounds (a change in the machine's load hits all of them); medians."""
+    """(b): the first reorganisation, today's code against this package, each on each --cores count, the
+    rows taking turns for --repeats rounds (a change in the machine's load hits all of them); medians, and
+    each new row's ratio to today's on the same cores."""
     cores = sorted(os.sched_getaffinity(0))
-    runs = {"today" + (f" ({args.baseline})" if args.baseline else ": check in one process"):
-            (args.baseline or REPO, cores if args.baseline else cores[:1])}
-    runs.update({f"new, {n} core(s)": (REPO, cores[:n]) for n in args.cores})
+    today = "today" + (f" ({args.baseline})" if args.baseline else ": check in one process")
+    runs = {}
+    for n in args.cores:
+        runs[f"{today}, {n if args.baseline else 1} core(s)"] = args.baseline or REPO, cores[:n if args.baseline else 1]
+        runs[f"new, {n} core(s)"] = REPO, cores[:n]
     seconds, cpu = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, (pythonpath, use) in runs.items():
@@ -199,8 +204,10 @@ def reorg_rows(args, kaggle_dir, work):
             cpu[name].append(float(out.split()[1]))
             shutil.rmtree(target)
     count = args.train + args.images
-    show({name: statistics.median(s) for name, s in seconds.items()}, count, KAGGLE_TRAIN + KAGGLE_TEST,
-         next(iter(runs)))
+    names = list(runs)
+    for baseline, new in zip(names[::2], names[1::2]):
+        show({name: statistics.median(seconds[name]) for name in (baseline, new)}, count,
+             KAGGLE_TRAIN + KAGGLE_TEST, baseline)
     for name in runs:
         print(f"  {name}: wall {' '.join(f'{s:.1f}' for s in seconds[name])} s; CPU (workers included) "
               f"{1e6 * statistics.median(cpu[name]) / count:.0f} us/image")
@@ -211,7 +218,7 @@ def main():
     parser.add_argument("data_dir", help="Kaggle-layout folder with train/, test/ unpacked and trainLabels.csv")
     parser.add_argument("--images", type=int, default=KAGGLE_TEST, help="test folder size")
     parser.add_argument("--train", type=int, default=KAGGLE_TRAIN, help="training images to reorganise")
-    parser.add_argument("--cores", default=None, help="core counts for the new reorganisation (default: 1,all)")
+    parser.add_argument("--cores", default=None, help="core counts for the reorganisation rows (default: 1,all)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the reorganisation rows")
     parser.add_argument("--baseline", help="a checkout of today's code (for the reorganisation's baseline row)")
     parser.add_argument("--onnx-python", default=ONNX_PYTHON, help="Python with onnxruntime and Pillow")
