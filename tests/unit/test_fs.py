@@ -298,6 +298,22 @@ def test_a_write_never_replaces_a_file_the_package_did_not_write(tmp_path):
     assert [name for name in os.listdir(tmp_path) if name != fs.MANIFEST] == ["metrics.json"]
 
 
+def test_a_link_never_claims_a_file_already_at_its_name(tmp_path):
+    """link_files records a name before it links it; a name already taken (a copy of the source the user
+    made, with the source's size and time) is forgotten again, so no later removal can take it."""
+    source, folder = tmp_path / "1.png", tmp_path / "reorg"
+    source.write_bytes(b"an image")
+    folder.mkdir()
+    shutil.copy2(source, folder / "1.png")
+    manifest = fs.Manifest(str(folder))
+    with pytest.raises(FileExistsError):
+        fs.link_files([(str(source), str(folder / "1.png"))], manifest)
+    assert not manifest.owns(str(folder / "1.png"))
+    with pytest.raises(InputError, match="1.png: gluon_cifar did not write this file"):
+        fs.remove_owned([str(folder)], manifest, "a test")
+    assert (folder / "1.png").read_bytes() == b"an image"
+
+
 def test_a_lock_that_is_busy_refuses_or_waits_as_asked(tmp_path):
     path = str(tmp_path / "x.lock")
     with fs.locked(path):

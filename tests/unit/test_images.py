@@ -78,7 +78,19 @@ def _flip(data, offset):
     return data[:offset] + bytes([data[offset] ^ 0x10]) + data[offset + 1:]
 
 
-DAMAGE = {"cut after the header": lambda d: d[:30], "cut in half": lambda d: d[:len(d) // 2],
+def _rewritten_idat(data, rows=lambda rows: rows, stream=lambda stream: stream):
+    """PNG bytes `data` with their image data inflated, changed by `rows`, deflated, changed by `stream` and
+    given a correct CRC: damage no CRC can see (a faulty encoder's)."""
+    import zlib
+    start = _chunk_end(data, b"IHDR") + 4
+    body = b"IDAT" + stream(zlib.compress(rows(zlib.decompress(data[start + 8:_chunk_end(data, b"IDAT")]))))
+    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return data[:start] + chunk + data[_chunk_end(data, b"IDAT") + 4:]
+
+
+DAMAGE = {"zlib's checksum wrong, CRC right": lambda d: _rewritten_idat(d, stream=lambda z: z[:-1] + bytes([z[-1] ^ 1])),
+          "a row's filter type invalid, CRC right": lambda d: _rewritten_idat(d, rows=lambda r: b"\x07" + r[1:]),
+          "cut after the header": lambda d: d[:30], "cut in half": lambda d: d[:len(d) // 2],
           "cut before IEND": lambda d: d[:-12], "cut inside IDAT's CRC": lambda d: d[:_chunk_end(d, b"IDAT") + 2],
           "IDAT's CRC wrong": lambda d: _flip(d, _chunk_end(d, b"IDAT")),
           "IDAT's data damaged": lambda d: _flip(d, _chunk_end(d, b"IDAT") - 40),
