@@ -205,13 +205,13 @@ def training_data_change(expected, stamp, reorg_dir):
             f"{(expected.get('train') or {}).get('images')} then)")
 
 
-def _checked_source(path, reorg_dir, split, name):
+def _checked_source(path, manifest, split, name):
     """(identity, file to place) of source image `path`, decoded fully as training will decode it, so a bad
     image stops the run here and not hours into training.
 
     The file to place is `path` itself, or for a size other than 32x32 the 32x32 PNG that `read_image`
-    (the prediction path) makes of it in `.resized/<split>/` (made by `place_images`), so training,
-    validation and prediction all see the same pixels.
+    (the prediction path) makes of it in `.resized/<split>/` of `manifest`'s folder (made by `place_images`),
+    named in the manifest before it is written, so training, validation and prediction all see the same pixels.
     """
     identity, proven = _read_source(path, prove=True)
     if proven:  # the Kaggle images: the one read proves them
@@ -219,8 +219,10 @@ def _checked_source(path, reorg_dir, split, name):
     img = read_original(path)
     if img.shape[:2] == IMAGE_SHAPE[:2]:
         return identity, path
-    resized = os.path.join(reorg_dir, ".resized", split, name)
+    resized = os.path.join(manifest.root, ".resized", split, name)
+    manifest.expect(resized)
     Image.fromarray(image.imresize(img, *IMAGE_SHAPE[:2]).asnumpy()).save(resized, format="PNG")
+    manifest.record(resized)
     return identity, resized
 
 
@@ -257,9 +259,7 @@ def _place_batch(batch, reorg_dir, split):
     place into its folders, recorded in `reorg_dir`'s manifest; return the sources' identities."""
     manifest, identities, links = fs.Manifest(reorg_dir), [], []
     for path, name, folders in batch:
-        identity, placed = _checked_source(path, reorg_dir, split, name)
-        if placed != path:
-            manifest.record(placed)
+        identity, placed = _checked_source(path, manifest, split, name)
         identities.append(identity)
         links += [(placed, os.path.join(folder, name)) for folder in folders]
     fs.link_files(links, manifest)
