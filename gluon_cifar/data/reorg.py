@@ -124,7 +124,7 @@ def with_identities(files, identities=None):
     if identities is None:
         read = map_in_workers(functools.partial(_read_source, prove=False), [f.path for f in files])
         identities = [identity for identity, _ in read]
-    return [f._replace(identity=identity) for f, identity in zip(files, identities)]
+    return [SourceImage(f.id, f.path, identity) for f, identity in zip(files, identities)]
 
 
 def _read_source(path, prove, chunk=1 << 16):
