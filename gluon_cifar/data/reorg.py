@@ -254,10 +254,10 @@ def map_in_workers(func, items, processes=None):
 PLACE_BATCH = 64  # images a worker checks, then records and links in one manifest write
 
 
-def _place_batch(batch, reorg_dir, split):
+def _place_batch(batch, root, split):
     """In a worker: check each (source, name, folders) of `batch` (`_checked_source`) and link the file to
-    place into its folders, recorded in `reorg_dir`'s manifest; return the sources' identities."""
-    manifest, identities, links = fs.Manifest(reorg_dir), [], []
+    place into its folders, recorded in the manifest of `root`; return the sources' identities."""
+    manifest, identities, links = fs.Manifest(root), [], []
     for path, name, folders in batch:
         identity, placed = _checked_source(path, manifest, split, name)
         identities.append(identity)
@@ -266,18 +266,19 @@ def _place_batch(batch, reorg_dir, split):
     return identities
 
 
-def place_images(files, folders, reorg_dir, split, manifest, processes=None):
+def place_images(files, folders, split, manifest, processes=None):
     """Place each of `files` (`source_files` of `split`) as `<id><ext>` in each of its `folders`, checked
-    by `_checked_source`: every image read once, by the workers of `map_in_workers`, which check, link and
-    record it (in batches of PLACE_BATCH). Returns `files` with the identities that read gave.
+    by `_checked_source` (resized copies go in the manifest's folder): every image read once, by the
+    workers of `map_in_workers`, which check, link and record it (in batches of PLACE_BATCH). Returns
+    `files` with the identities that read gave.
 
     The first bad image in `files`' order stops the work with its one-line InputError (the staging folder
     being filled is then removed).
     """
-    fs.make_dirs(os.path.join(reorg_dir, ".resized", split), manifest)
+    fs.make_dirs(os.path.join(manifest.root, ".resized", split), manifest)
     items = [(f.path, f"{f.id}{os.path.splitext(f.path)[1]}", where) for f, where in zip(files, folders)]
     batches = [items[start:start + PLACE_BATCH] for start in range(0, len(items), PLACE_BATCH)]
-    place = functools.partial(_place_batch, reorg_dir=reorg_dir, split=split)
+    place = functools.partial(_place_batch, root=manifest.root, split=split)
     identities = map_in_workers(place, batches, worker_count(len(items)) if processes is None else processes)
     return with_identities(files, [identity for batch in identities for identity in batch])
 
@@ -317,7 +318,7 @@ def reorg_train_valid(train_files, labels, valid_ratio, reorg_dir, manifest=None
         split = "valid" if label_count[label] < n_valid_per_label else "train"
         label_count[label] += 1
         where.append((folders["train_valid", label], folders[split, label]))
-    return place_images(train_files, where, reorg_dir, "train", manifest)
+    return place_images(train_files, where, "train", manifest)
 
 
 def reorg_test(test_files, reorg_dir, manifest=None):
@@ -326,7 +327,7 @@ def reorg_test(test_files, reorg_dir, manifest=None):
     manifest = manifest or fs.Manifest(reorg_dir)
     folder = os.path.join(reorg_dir, "test", "unknown")
     fs.make_dirs(folder, manifest)
-    return place_images(test_files, [(folder,)] * len(test_files), reorg_dir, "test", manifest)
+    return place_images(test_files, [(folder,)] * len(test_files), "test", manifest)
 
 
 def _build(train, test, labels, valid_ratio, reorg_dir):

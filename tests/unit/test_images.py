@@ -88,7 +88,7 @@ def _rewritten_idat(data, rows=lambda rows: rows, stream=lambda stream: stream):
     return data[:start] + chunk + data[_chunk_end(data, b"IDAT") + 4:]
 
 
-DAMAGE = {"zlib's checksum wrong, CRC right": lambda d: _rewritten_idat(d, stream=lambda z: z[:-1] + bytes([z[-1] ^ 1])),
+DAMAGE = {"zlib's checksum wrong, CRC right": lambda d: _rewritten_idat(d, stream=lambda z: _flip(z, len(z) - 1)),
           "a row's filter type invalid, CRC right": lambda d: _rewritten_idat(d, rows=lambda r: b"\x07" + r[1:]),
           "cut after the header": lambda d: d[:30], "cut in half": lambda d: d[:len(d) // 2],
           "cut before IEND": lambda d: d[:-12], "cut inside IDAT's CRC": lambda d: d[:_chunk_end(d, b"IDAT") + 2],

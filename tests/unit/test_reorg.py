@@ -392,8 +392,7 @@ def place_all(root, reorg, processes):
     """Every training image of `root` placed in `reorg/all` by `processes` processes; the placed files."""
     os.makedirs(os.path.join(reorg, "all"))
     files = source_files(root, "train", reorg)
-    placed = place_images(files, [(os.path.join(reorg, "all"),)] * len(files), reorg, "train", fs.Manifest(reorg),
-                          processes)
+    placed = place_images(files, [(os.path.join(reorg, "all"),)] * len(files), "train", fs.Manifest(reorg), processes)
     assert [f.id for f in placed] == [f.id for f in files] and all(f.identity for f in placed)
     return [os.path.join(reorg, "all", name) for name in sorted(os.listdir(os.path.join(reorg, "all")), key=lambda
                                                                    name: int(name.split(".")[0]))]
