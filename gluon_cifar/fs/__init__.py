@@ -11,9 +11,9 @@ from gluon_cifar.fs.locks import FileLock, locked
 from gluon_cifar.fs.manifest import MANIFEST, Manifest
 from gluon_cifar.fs.tree import (OWNER_MARKER, RUN_MARKER, check_owned, clean_stale_staging, is_marked, link_files,
                                  make_dirs, process_running, record_tree, remove_owned, rename_into_place,
-                                 replace_folder, staging_dir)
+                                 replace_folder, staging_dir, staging_writer)
 
 __all__ = ["atomic_path", "check_not_an_input", "publish", "read_json", "write_error", "write_json", "FileLock", "locked",
            "MANIFEST", "Manifest", "OWNER_MARKER", "RUN_MARKER", "check_owned", "clean_stale_staging", "is_marked",
            "link_files", "make_dirs", "process_running", "record_tree", "remove_owned", "rename_into_place",
-           "replace_folder", "staging_dir"]
+           "replace_folder", "staging_dir", "staging_writer"]

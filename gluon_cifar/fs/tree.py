@@ -38,16 +38,21 @@ def staging_prefix(path):
     return f".{os.path.basename(os.path.abspath(path))}.{os.getpid()}."
 
 
+def staging_writer(entry, name=None):
+    """The process id in `entry`, a file name, if it is a staging name (of `name`, or of any name), else None."""
+    prefix = re.escape(f".{name}.") if name else r"\..+\."
+    match = re.fullmatch(prefix + r"([1-9]\d*)\.[a-z0-9_]{8}\.tmp", entry, re.DOTALL)
+    return int(match.group(1)) if match else None
+
+
 def _stale(folder, name=None):
     """The staging entries in `folder` (of `name`, or of any name) whose writers no longer run."""
-    pattern = re.compile(re.escape(f".{name}.") if name else r"\..+\.", re.DOTALL)
-    pattern = re.compile(pattern.pattern + r"([1-9]\d*)\.[a-z0-9_]{8}\.tmp", re.DOTALL)
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return []
-    return [entry.path for entry in entries if (match := pattern.fullmatch(entry.name))
-            and int(match.group(1)) != os.getpid() and not process_running(int(match.group(1)))]
+    return [entry.path for entry in entries if (pid := staging_writer(entry.name, name))
+            and pid != os.getpid() and not process_running(pid)]
 
 
 def clean_stale_staging(folder, name=None, manifest=None):

@@ -64,7 +64,7 @@ def use_output_dir(out, resume=False, overwrite=False):
     writes left are removed.
     """
     _make_writable_folder(out)
-    _refuse_foreign(out)
+    _refuse_foreign(out, claim_in_flight=True)
     with fs.locked(os.path.join(out, LOCK_FILE), busy=f"{out} is in use by another run: wait for it to finish, "
                                                      "or choose another --output-dir",
                    cannot=f"cannot lock {out} for this run"):
@@ -83,9 +83,13 @@ def _make_writable_folder(out):
         raise InputError(f"cannot write to {out}: {err.strerror or err}") from None
 
 
-def _refuse_foreign(out):
-    """Refuse a folder that holds anything but does not carry the package's marker."""
+def _refuse_foreign(out, claim_in_flight=False):
+    """Refuse a folder that holds anything but does not carry the package's marker. With `claim_in_flight`
+    (before the lock), what a run claiming the folder now writes first (the manifest, the marker's staging
+    file) is not foreign: that run holds the lock, and taking it says so."""
     entries = sorted(set(os.listdir(out)) - {LOCK_FILE})
+    if claim_in_flight:
+        entries = [name for name in entries if name != fs.MANIFEST and fs.staging_writer(name, RUN_MARKER) is None]
     if entries and RUN_MARKER not in entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise InputError(f"{out} holds files that are not a gluon_cifar run ({shown}): choose an empty or new "

@@ -101,6 +101,26 @@ def test_overwrite_never_follows_a_link_out_of_the_run_folder(run_copy, run_data
     assert snapshot(elsewhere) == before
 
 
+def test_a_folder_another_run_is_claiming_now_is_in_use_not_foreign(tmp_path):
+    """The claiming run holds the lock and has written its manifest and its marker's staging file, not yet
+    the marker: a second run is told the folder is in use (the race of two runs started together)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with fs.locked(str(out / (RUN_MARKER + ".lock"))):
+        manifest = fs.Manifest(str(out))
+        staging = out / f".{RUN_MARKER}.{os.getpid()}.abcdefgh.tmp"
+        staging.write_text("{}")
+        manifest.record(str(staging), "staging")
+        with pytest.raises(InputError, match="is in use by another run"):
+            with use_output_dir(str(out)):
+                pass
+    (out / "notes.txt").write_text("mine")  # anything else still makes the folder foreign, before the lock
+    with fs.locked(str(out / (RUN_MARKER + ".lock"))):
+        with pytest.raises(InputError, match="holds files that are not a gluon_cifar run"):
+            with use_output_dir(str(out)):
+                pass
+
+
 def test_a_folder_in_use_by_another_run_is_refused(run_copy, run_data_dir, capsys):
     with use_output_dir(str(run_copy), resume=True):
         before = snapshot(run_copy)
