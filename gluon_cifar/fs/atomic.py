@@ -8,7 +8,7 @@ import tempfile
 from mxnet.base import MXNetError
 
 from gluon_cifar.errors import InputError, reason
-from gluon_cifar.fs.manifest import Manifest, identity
+from gluon_cifar.fs.manifest import Manifest, identity, matches
 from gluon_cifar.fs.tree import check_owned, clean_stale_staging, forget_staging, staging_prefix
 
 
@@ -34,13 +34,20 @@ def check_not_an_input(output, files=(), folders=()):
 
 
 def publish(src, dst, manifest, replace_any=False, note=None):
-    """Rename the finished staging file `src` to `dst` and record it (with `note`, e.g. whose file it is) in
-    `manifest`; an existing `dst` is replaced only as in `atomic_path`."""
+    """Rename the finished staging file `src` to `dst`, recorded first (with `note`, e.g. whose file it is) in
+    `manifest`; an existing `dst` is replaced only as in `atomic_path`.
+
+    The record, made before the rename, names both the file to come and the one it replaces ("was"): a
+    process killed between the two leaves `dst` the package's either way.
+    """
     if not replace_any:
         check_owned([dst], manifest, "replace it", note)
     written = {**identity(src), **({"note": note} if note else {})}  # a rename keeps size, content and mtime
+    recorded = manifest.entries().get(manifest.rel(dst)) if os.path.lexists(dst) else None
+    candidates = [{k: v for k, v in recorded.items() if k != "was"}, recorded.get("was")] if recorded else []
+    replaced = next((entry for entry in candidates if entry and matches(entry, dst)), None)  # (one level only)
+    manifest.record(dst, entry={**written, **({"was": replaced} if replaced else {})})
     os.replace(src, dst)
-    manifest.record(dst, entry=written)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,10 @@ def identity(path, kind=None):
 
 
 def matches(entry, path):
-    """Whether what is at `path` is still the file or folder `entry` recorded (never through a symbolic link)."""
+    """Whether what is at `path` is still the file or folder `entry` recorded (never through a symbolic link),
+    or the one it was to replace (`publish`)."""
+    if "was" in entry and matches(entry["was"], path):
+        return True
     try:
         info = os.lstat(path)
     except OSError:

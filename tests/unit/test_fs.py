@@ -289,6 +289,32 @@ def test_a_killed_writers_staging_file_is_removed_and_a_look_alike_is_not(tmp_pa
     assert json.loads(target.read_text()) == {"a": 1}
 
 
+KILLED_AT_RENAME = """
+import os, signal, sys
+from gluon_cifar import fs
+fs.write_json(sys.argv[1], {"run": 1})
+rename = os.replace
+def killed_at_rename(src, dst):
+    if sys.argv[2] == "after":
+        rename(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.replace = killed_at_rename
+fs.write_json(sys.argv[1], {"run": 2})
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_output_killed_at_its_rename_is_still_the_packages(tmp_path, when):
+    """Killed just before or just after renaming a finished output into place (the old file, or the new one,
+    is there): the next write replaces it, as a resumed run replaces its outputs."""
+    target = tmp_path / "metrics.json"
+    assert subprocess.run([sys.executable, "-c", KILLED_AT_RENAME, str(target), when]).returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == {"run": 2 if when == "after" else 1}
+    assert fs.Manifest(str(tmp_path)).owns(str(target))
+    fs.write_json(str(target), {"run": 3})
+    assert json.loads(target.read_text()) == {"run": 3}
+
+
 def test_a_write_never_replaces_a_file_the_package_did_not_write(tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text("mine")
