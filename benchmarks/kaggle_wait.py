@@ -190,10 +190,12 @@ def reorg_rows(args, kaggle_dir, work):
     each new row's ratio to today's on the same cores."""
     cores = sorted(os.sched_getaffinity(0))
     today = "today" + (f" ({args.baseline})" if args.baseline else ": check in one process")
-    runs = {}
+    runs, pairs = {}, []  # (today's row, the new row it is compared with)
     for n in args.cores:
-        runs[f"{today}, {n if args.baseline else 1} core(s)"] = args.baseline or REPO, cores[:n if args.baseline else 1]
+        old = f"{today}, {n} core(s)" if args.baseline else today  # (without a baseline: one row, 1 core)
+        runs[old] = args.baseline or REPO, cores[:n] if args.baseline else cores[:1]
         runs[f"new, {n} core(s)"] = REPO, cores[:n]
+        pairs.append((old, f"new, {n} core(s)"))
     seconds, cpu = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, (pythonpath, use) in runs.items():
@@ -204,8 +206,7 @@ def reorg_rows(args, kaggle_dir, work):
             cpu[name].append(float(out.split()[1]))
             shutil.rmtree(target)
     count = args.train + args.images
-    names = list(runs)
-    for baseline, new in zip(names[::2], names[1::2]):
+    for baseline, new in pairs:
         show({name: statistics.median(seconds[name]) for name in (baseline, new)}, count,
              KAGGLE_TRAIN + KAGGLE_TEST, baseline)
     for name in runs:

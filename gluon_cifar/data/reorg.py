@@ -206,8 +206,8 @@ def training_data_change(expected, stamp, reorg_dir):
 
 
 def _checked_source(path, manifest, split, name):
-    """(identity, file to place) of source image `path`, decoded fully as training will decode it, so a bad
-    image stops the run here and not hours into training.
+    """(identity, file to place) of source image `path`, checked in full (a Kaggle PNG by its one read, any
+    other image decoded as training decodes it), so a bad image stops the run here, not hours into training.
 
     The file to place is `path` itself, or for a size other than 32x32 the 32x32 PNG that `read_image`
     (the prediction path) makes of it in `.resized/<split>/` of `manifest`'s folder (made by `place_images`),
