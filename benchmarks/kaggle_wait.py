@@ -12,8 +12,9 @@ its .7z archives). Two parts, each command run whole in its own process, as a us
     reference row where .venv-onnx is installed;
 (b) the first reorganisation (timed inside its command, after the imports) of the first --train training
     images and that test folder: today's code
-    (--baseline: a checkout of it, run with PYTHONPATH=DIR; without one, this package with the check in
-    one process, which is today's check), each on each of --cores core counts (CPU affinity).
+    (--baseline: a checkout of it, run in a process that imports that checkout's package and proves it;
+    without one, this package with the check in one process, which is today's check), each on each of
+    --cores core counts (CPU affinity).
 Prints each row's seconds, images/s and ratio to today, and a linear extrapolation to 300,000 test images
 (50,000 + 300,000 for the reorganisation), which is an extrapolation and says so.
 """
@@ -34,6 +35,7 @@ SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
+from checkouts import run_python  # noqa: E402
 from onnx_runtime import ONNX_PYTHON, cpu_name  # noqa: E402
 from test_folder import make_test_folder  # noqa: E402
 
@@ -92,14 +94,13 @@ def sgemm_gflops(n=2048, repeats=10):
     return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def timed_command(argv, pythonpath=REPO):
-    """Wall seconds of one command in a fresh process (imports and model loading included), and its stdout.
-    `pythonpath` goes first on PYTHONPATH (which may name where MXNet is, as on the device machines)."""
+def timed_command(argv):
+    """Wall seconds of one command of this package in a fresh process (imports and model loading included).
+    The repository goes first on PYTHONPATH (which may name where MXNet is, as on the device machines)."""
     start = time.perf_counter()
-    path = os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH")) if p)
-    out = subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": path}, capture_output=True,
-                         text=True).stdout
-    return time.perf_counter() - start, out
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    subprocess.run(argv, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path}, capture_output=True)
+    return time.perf_counter() - start
 
 
 def reference_export(folder):
@@ -166,7 +167,7 @@ def submission_rows(args, prefix, test_folder, calib_dir, work):
     for name, argv in commands.items():
         output = os.path.join(work, "submission.csv")
         ort = argv[0] == args.onnx_python
-        times = [timed_command(argv + ([folder, output, "128"] if ort else ["--images", folder, "--output", output]))[0]
+        times = [timed_command(argv + ([folder, output, "128"] if ort else ["--images", folder, "--output", output]))
                  for folder in (small, test_folder)]
         labels[name] = pd.read_csv(output)["label"]
         rate = (args.images - SMALL) / (times[1] - times[0])
@@ -198,10 +199,9 @@ def reorg_rows(args, kaggle_dir, work):
         pairs.append((old, f"new, {n} core(s)"))
     seconds, cpu = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, (pythonpath, use) in runs.items():
+        for name, (checkout, use) in runs.items():
             target = tempfile.mkdtemp(dir=work, prefix="reorg.")
-            out = timed_command([sys.executable, "-c", REORG, kaggle_dir, os.path.join(target, "r"),
-                                 ",".join(map(str, use))], pythonpath)[1]
+            out = run_python(checkout, REORG, [kaggle_dir, os.path.join(target, "r"), ",".join(map(str, use))])
             seconds[name].append(float(out.split()[0]))
             cpu[name].append(float(out.split()[1]))
             shutil.rmtree(target)
@@ -233,7 +233,7 @@ def main():
         parser.error(f"--images must be over {SMALL}")
     available = len(os.sched_getaffinity(0))
     args.cores = [int(n) for n in args.cores.split(",")] if args.cores else sorted({1, available})
-    work = tempfile.mkdtemp(dir=args.work_dir, prefix="kaggle_wait.")
+    work = tempfile.mkdtemp(dir=os.path.abspath(args.work_dir), prefix="kaggle_wait.")
     try:
         test_folder = make_test_folder(os.path.join(args.data_dir, "test"), os.path.join(work, "test"), args.images)
         print(f"{cpu_name()}, {available} cores available; {args.images:,} test images, {args.train:,} training "

@@ -2,7 +2,7 @@
 
     python benchmarks/reorg_reuse.py BASELINE_CHECKOUT DATA_DIR [--repeats 5]
 
-For each checkout (its `gluon_cifar` imported in a subprocess of its own), a reorganisation of DATA_DIR
+For each checkout (its own `gluon_cifar`, proven so, in a subprocess: benchmarks/checkouts.py), a reorganisation of DATA_DIR
 (read only) is built once in a temporary folder, then the re-run that finds it complete is timed,
 the two checkouts taking turns. Prints the median [min-max] of each and the candidate / baseline ratio.
 (The baseline of issue 20: the check by size, mtime and inode; the candidate hashes every image's content.)
@@ -10,14 +10,14 @@ the two checkouts taking turns. Prints the median [min-max] of each and the cand
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
+
+from checkouts import run_python
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RERUN = """
 import sys, time
-import gluon_cifar
 try:
     from gluon_cifar.data.reorg import reorg_cifar10_data
 except ImportError:  # a checkout from before the layout of one folder per stage (a baseline)
@@ -27,12 +27,6 @@ start = time.perf_counter()
 reorg_cifar10_data(sys.argv[1], 0.1, sys.argv[2])
 print(time.perf_counter() - start)
 """
-
-
-def rerun_seconds(checkout, data_dir, reorg_dir):
-    result = subprocess.run([sys.executable, "-c", RERUN, data_dir, reorg_dir], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": checkout}, check=True)
-    return float(result.stdout.split()[-1])
 
 
 def main():
@@ -46,7 +40,8 @@ def main():
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.data_dir))) as work:
         for _ in range(args.repeats):
             for name, checkout in checkouts.items():
-                seconds[name].append(rerun_seconds(checkout, args.data_dir, os.path.join(work, name)))
+                out = run_python(checkout, RERUN, [os.path.abspath(args.data_dir), os.path.join(work, name)])
+                seconds[name].append(float(out.split()[-1]))
     for name, values in seconds.items():
         print(f"{name:10s} re-run {statistics.median(values):.2f} s [{min(values):.2f}-{max(values):.2f}] "
               f"({checkouts[name]})")
