@@ -1,4 +1,5 @@
-"""`benchmarks/run.py --quick` runs the whole benchmark end to end on the demo set and reports every row."""
+"""`benchmarks/run.py --quick` runs the whole benchmark end to end on the demo set and reports every row; a
+baseline checkout's code runs that checkout's package, wherever the benchmark is started from."""
 import json
 import os
 import subprocess
@@ -7,6 +8,9 @@ import sys
 import pytest
 
 from conftest import REFERENCE_PARAMS, REPO, TINY
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from checkouts import run_python  # noqa: E402
 
 STAGES = ("reorg, first run", "reorg, re-run", "input pipeline", "vs MXNet as the chapter runs it",
           "vs the chapter on every core", "vs PyTorch eager", "fused FP32", "INT8 (", "INT8 vs PyTorch",
@@ -35,3 +39,24 @@ def test_quick_benchmark_prints_and_saves_every_row(tmp_path):
     for r in timed:
         assert r["ours"]["median"] > 0 and r["ours"]["min"] <= r["ours"]["median"] <= r["ours"]["max"]
     assert all(r["ratio"] > 0 for r in timed if "median" in r["baseline"])
+
+
+def fake_checkout(root, name):
+    """A folder holding a `gluon_cifar` package that says which checkout it is."""
+    (root / name / "gluon_cifar").mkdir(parents=True)
+    (root / name / "gluon_cifar" / "__init__.py").write_text(f"CHECKOUT = {name!r}\n")
+    return root / name
+
+
+def test_a_baseline_runs_its_own_package_even_from_inside_another_checkout(tmp_path, monkeypatch):
+    old, new = fake_checkout(tmp_path, "old"), fake_checkout(tmp_path, "new")
+    monkeypatch.chdir(new)  # `python -c` started here would import new/gluon_cifar first
+    assert run_python(old, "print(gluon_cifar.CHECKOUT)", []).strip() == "old"
+    assert run_python(new, "import sys; print(gluon_cifar.CHECKOUT, sys.argv[1])", ["x"]).split() == ["new", "x"]
+
+
+def test_a_checkout_without_the_package_is_refused_not_replaced_by_another(tmp_path, monkeypatch):
+    monkeypatch.chdir(fake_checkout(tmp_path, "new"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=f"the run in {tmp_path / 'empty'} failed"):
+        run_python(tmp_path / "empty", "print('ran')", [])
