@@ -17,13 +17,19 @@ if os.path.commonpath([_where, _checkout]) != _checkout:
 """
 
 
+def checkout_env(checkout):
+    """This process's environment with `checkout` first on PYTHONPATH (an existing PYTHONPATH stays after it:
+    it may name where MXNet is, as on the device machines)."""
+    path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "BENCH_CHECKOUT": checkout}
+
+
 def run_python(checkout, code, args, python=sys.executable):
     """Run `code` with `args` in a fresh `python` whose `gluon_cifar` is `checkout`'s; its stdout.
     Paths in `args` must be absolute (the child's working directory is the checkout)."""
     checkout = os.path.abspath(checkout)
-    path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
     result = subprocess.run([python, "-c", GUARD + code, *map(str, args)], cwd=checkout, text=True,
-                            capture_output=True, env={**os.environ, "PYTHONPATH": path, "BENCH_CHECKOUT": checkout})
+                            capture_output=True, env=checkout_env(checkout))
     if result.returncode:
         sys.exit(f"the run in {checkout} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     return result.stdout

@@ -35,7 +35,7 @@ SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
-from checkouts import run_python  # noqa: E402
+from checkouts import checkout_env, run_python  # noqa: E402
 from onnx_runtime import ONNX_PYTHON, cpu_name  # noqa: E402
 from test_folder import make_test_folder  # noqa: E402
 
@@ -95,11 +95,10 @@ def sgemm_gflops(n=2048, repeats=10):
 
 
 def timed_command(argv):
-    """Wall seconds of one command of this package in a fresh process (imports and model loading included).
-    The repository goes first on PYTHONPATH (which may name where MXNet is, as on the device machines)."""
+    """Wall seconds of one command of this package in a fresh process (imports and model loading included),
+    run in the repository with it first on PYTHONPATH."""
     start = time.perf_counter()
-    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-    subprocess.run(argv, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path}, capture_output=True)
+    subprocess.run(argv, check=True, cwd=REPO, env=checkout_env(REPO), capture_output=True)
     return time.perf_counter() - start
 
 
