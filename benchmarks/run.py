@@ -53,7 +53,8 @@ sys.path.insert(0, HERE)
 from test_folder import make_test_folder  # noqa: E402
 from gluon_cifar.data.labels import read_csv_labels
 from gluon_cifar.data.loaders import load_datasets, make_loaders
-from gluon_cifar.data.reorg import REORG_DIRNAME, reorg_cifar10_data
+from gluon_cifar.data.locations import REORG_DIRNAME
+from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.data.sources import unpack_archives
 from gluon_cifar.data.transforms import chapter_train_transform
 from gluon_cifar.images import list_images

@@ -8,8 +8,10 @@ import logging
 import os
 
 from gluon_cifar.cli import log_to_stdout
+from gluon_cifar.data.fingerprint import data_fingerprint
 from gluon_cifar.data.loaders import load_datasets, make_run_loaders
-from gluon_cifar.data.reorg import check_data_folder, check_run_folders, data_fingerprint, reorganised
+from gluon_cifar.data.locations import check_data_folder, check_run_folders
+from gluon_cifar.data.reorg import reorganised
 from gluon_cifar.data.sources import demo_data_dir, demo_dir
 from gluon_cifar.deploy.export import export_model, exported_files, load_weights
 from gluon_cifar.deploy.predict import Inference, fused_applies, predict_folder, predict_folder_fast

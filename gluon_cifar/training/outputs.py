@@ -146,7 +146,7 @@ def read_saved_config(out):
 
 
 def record_config(output, config, data):
-    """Save the run's settings (a RunConfig) and the fingerprint of its `data` (data.data_fingerprint) as
+    """Save the run's settings (a RunConfig) and the fingerprint of its `data` (data.fingerprint.data_fingerprint) as
     `config.json` in `output` (an OutputDir) as it starts.
 
     On resume, refuse settings that differ from the saved ones (see config.RESUMABLE for those that may

@@ -13,7 +13,8 @@ import pytest
 from gluon_cifar import export, fs, predict
 from gluon_cifar import train as train_command
 from gluon_cifar.data.fastdata import fast_loader
-from gluon_cifar.data.reorg import COMPLETE_MARKER, reorg_cifar10_data
+from gluon_cifar.data.fingerprint import COMPLETE_MARKER
+from gluon_cifar.data.reorg import reorg_cifar10_data
 from gluon_cifar.errors import InputError
 
 from clitools import snapshot

@@ -64,7 +64,8 @@ def test_settings_import_no_stage():
 def test_the_deployment_path_loads_neither_pandas_nor_the_reorganisation():
     script = ("import sys, gluon_cifar.predict, gluon_cifar.export; "
               "print(sorted(m for m in sys.modules if m == 'pandas' or m.startswith(('gluon_cifar.data.reorg', "
-              "'gluon_cifar.data.labels', 'gluon_cifar.training'))))")
+              "'gluon_cifar.data.locations', 'gluon_cifar.data.fingerprint', 'gluon_cifar.data.parallel', "
+              "'gluon_cifar.data.placement', 'gluon_cifar.data.labels', 'gluon_cifar.training'))))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

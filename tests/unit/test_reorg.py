@@ -1,5 +1,5 @@
-"""gluon_cifar.data.reorg: the chapter's split, hard links, exact reuse or rebuild, locks, where folders may
-go, the pooled check."""
+"""gluon_cifar.data.reorg and the modules it is built from (locations, fingerprint, parallel, placement): the
+chapter's split, hard links, exact reuse or rebuild, locks, where folders may go, the pooled check."""
 import os
 import shutil
 import signal
@@ -12,9 +12,11 @@ import pytest
 from PIL import Image
 
 from gluon_cifar import fs
+from gluon_cifar.data.fingerprint import COMPLETE_MARKER, source_files
 from gluon_cifar.data.labels import read_csv_labels
-from gluon_cifar.data.reorg import (COMPLETE_MARKER, POOL_MIN_IMAGES, place_images, reorg_cifar10_data, reorganised,
-                                    source_files)
+from gluon_cifar.data.parallel import POOL_MIN_IMAGES
+from gluon_cifar.data.placement import place_images
+from gluon_cifar.data.reorg import reorg_cifar10_data, reorganised
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import OWNER_MARKER
 
