@@ -14,6 +14,7 @@ from gluon_cifar.data.locations import check_data_folder, check_run_folders
 from gluon_cifar.data.reorg import reorganised
 from gluon_cifar.data.sources import demo_data_dir, demo_dir
 from gluon_cifar.deploy.export import export_model, exported_files, load_weights
+from gluon_cifar.deploy.interpret import interpret, write_interpretation
 from gluon_cifar.deploy.predict import Inference, fused_applies, predict_folder, predict_folder_fast
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import read_json
@@ -22,7 +23,8 @@ from gluon_cifar.settings import Run
 from gluon_cifar.training.checkpoint import BEST_DIRNAME, CHECKPOINT_DIRNAME, check_finite, interrupted_message
 from gluon_cifar.training.distributed import create_kvstore, default_kvstore, one_worker_at_a_time, rank_and_size
 from gluon_cifar.training.loop import best_epoch, fit, seed_everything
-from gluon_cifar.training.outputs import CONFIG_FILENAME, read_saved_config, record_config, use_output_dir
+from gluon_cifar.training.outputs import (CONFIG_FILENAME, VALIDATION_OUTPUTS, read_saved_config, record_config,
+                                         use_output_dir)
 from gluon_cifar.training.report import EpochReport, describe_run, plot_curves, write_metrics
 
 log = logging.getLogger("gluon_cifar")
@@ -62,6 +64,15 @@ def write_outputs(output, net, history, classes, run):
     log.info("model of epoch %d (%s%s) exported as %s; wrote %s: %d predictions", chosen, config.export, valid,
              ", ".join(exported_files(os.path.join(out, "model")).values()), submission,
              len(ids))
+    if "valid" not in run.splits:
+        output.remove(VALIDATION_OUTPUTS, "an earlier run's, and this --final run has no validation split to show")
+        log.info("--final: no validation split, so no %s", ", ".join(VALIDATION_OUTPUTS))
+        return
+    result = interpret(net, os.path.join(run.reorg_dir, "valid"), classes,
+                       Inference(config.batch_size, run.devices[0], config.num_workers, config.tta))
+    finished(*write_interpretation(result, out))
+    log.info("what it gets wrong on the validation split: %s", ", ".join(os.path.join(out, name)
+                                                                         for name in VALIDATION_OUTPUTS))
 
 
 def check_same_job_size(out, config):
@@ -130,7 +141,7 @@ def run_stages(config, kvstore, output, checkpoint_dir):
         if output:
             check_same_job_size(output.path, config)
             record_config(output, config, data_fingerprint(reorg_dir))
-            if config.resume and output.finished(config.epochs):
+            if config.resume and output.finished(config.epochs, validation=not config.final):
                 log.info("%s: this run is finished (%d epoch(s), every output written): nothing to do", output.path,
                          config.epochs)
                 return

@@ -52,9 +52,10 @@ def predict(net, dataset, how, probabilities=False):
     return (ids, preds, probs) if probabilities else (ids, preds)
 
 
-def write_csv(path, header, rows):
-    """Write a CSV as pandas' `to_csv(index=False)` does, without pandas (the deployment path stays light)."""
-    with atomic_path(path, replace_any=True) as tmp, open(tmp, "w", newline="") as f:  # a file the user named
+def write_csv(path, header, rows, replace_any=True):
+    """Write a CSV as pandas' `to_csv(index=False)` does, without pandas (the deployment path stays light);
+    `replace_any` for a file the user named, else it replaces only one the package wrote (fs.atomic_path)."""
+    with atomic_path(path, replace_any=replace_any) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)

@@ -24,6 +24,8 @@ CONFIG_FILENAME = "config.json"
 # what a finished run leaves in its folder, beside config.json and checkpoint/
 OUTPUT_FILES = ("metrics.csv", "metrics.json", "curves.png", "model-symbol.json", "model-0000.params",
                 "model-classes.json", "submission.csv")
+# and, with a validation split (not --final), what the model gets wrong on it (gluon_cifar.deploy.interpret)
+VALIDATION_OUTPUTS = ("confusion.png", "per_class.csv", "top_losses.png")
 
 
 LOCK_FILE = RUN_MARKER + ".lock"
@@ -38,19 +40,25 @@ class OutputDir:
         self.marker = os.path.join(path, RUN_MARKER)
 
     def written(self):
-        """The outputs (OUTPUT_FILES) the run has finished writing, as the marker lists them."""
+        """The outputs (OUTPUT_FILES, VALIDATION_OUTPUTS) the run has finished writing, as the marker lists them."""
         listed = (read_json(self.marker) or {}).get("written", [])
-        return [name for name in OUTPUT_FILES if name in listed and os.path.isfile(os.path.join(self.path, name))]
+        return [name for name in OUTPUT_FILES + VALIDATION_OUTPUTS
+                if name in listed and os.path.isfile(os.path.join(self.path, name))]
 
     def set_written(self, names):
         """Record that the run has finished writing `names` (and no other output)."""
         write_json(self.marker, {"package": "gluon_cifar", "written": list(names)})
 
-    def finished(self, epochs):
-        """Whether every epoch up to `epochs` is checkpointed and every output written."""
+    def remove(self, names, purpose):
+        """Remove the outputs `names` that an earlier run left here (only as the package wrote them)."""
+        fs.remove_owned([os.path.join(self.path, name) for name in names], fs.Manifest(self.path), purpose)
+
+    def finished(self, epochs, validation):
+        """Whether every epoch up to `epochs` is checkpointed and every output written (with `validation`,
+        VALIDATION_OUTPUTS too)."""
         path = latest_checkpoint(self.checkpoints)
-        return (path is not None and len(read_history(path)) >= epochs
-                and len(self.written()) == len(OUTPUT_FILES))
+        expected = OUTPUT_FILES + (VALIDATION_OUTPUTS if validation else ())
+        return path is not None and len(read_history(path)) >= epochs and set(expected) <= set(self.written())
 
 
 @contextlib.contextmanager
@@ -104,7 +112,7 @@ def _apply_policy(output, resume, overwrite):
     if resume and not has_checkpoint:
         raise InputError(f"--resume: {output.checkpoints} holds no checkpoint to resume from")
     # a run that stopped before its first checkpoint leaves only its settings: that does not count
-    previous = [name for name in OUTPUT_FILES if os.path.lexists(os.path.join(output.path, name))]
+    previous = [name for name in OUTPUT_FILES + VALIDATION_OUTPUTS if os.path.lexists(os.path.join(output.path, name))]
     if (has_checkpoint or previous) and not (resume or overwrite):
         shown = ", ".join(([CHECKPOINT_DIRNAME] if has_checkpoint else []) + previous[:3])
         raise InputError(f"{output.path} already holds a run ({shown}): pass --resume to continue it, "
@@ -114,7 +122,8 @@ def _apply_policy(output, resume, overwrite):
     checkpoints = os.listdir(output.checkpoints) if os.path.isdir(output.checkpoints) else []
     epochs = [os.path.join(output.checkpoints, name) for name in sorted(checkpoints) if EPOCH_DIR.fullmatch(name)]
     best = os.path.join(output.checkpoints, BEST_DIRNAME)
-    replaced = OUTPUT_FILES + (RUN_MARKER,) + (() if resume else (CONFIG_FILENAME,))  # (resume: checked, then kept)
+    # (config.json on resume: checked, then kept)
+    replaced = OUTPUT_FILES + VALIDATION_OUTPUTS + (RUN_MARKER,) + (() if resume else (CONFIG_FILENAME,))
     fs.check_owned([os.path.join(output.path, name) for name in replaced], fs.Manifest(output.path), purpose)
     fs.check_owned([best], fs.Manifest(output.checkpoints), purpose)
     if overwrite:

@@ -17,7 +17,7 @@ from gluon_cifar.deploy.export import exported_files
 from gluon_cifar.fs import RUN_MARKER
 from gluon_cifar.model import get_net
 from gluon_cifar.training.checkpoint import load_checkpoint, save_checkpoint
-from gluon_cifar.training.outputs import OUTPUT_FILES
+from gluon_cifar.training.outputs import OUTPUT_FILES, VALIDATION_OUTPUTS
 
 from clitools import snapshot, truncate, write_bytes
 from conftest import refused, train_argv
@@ -74,7 +74,8 @@ def param_values(prefix):
     return [value.asnumpy() for value in mx.nd.load(exported_files(prefix)["params"]).values()]
 
 
-@pytest.mark.parametrize("lost", [["submission.csv"], ["model-0000.params", "submission.csv"], list(OUTPUT_FILES)])
+@pytest.mark.parametrize("lost", [["submission.csv"], ["model-0000.params", "submission.csv"], ["top_losses.png"],
+                                  list(OUTPUT_FILES + VALIDATION_OUTPUTS)])
 def test_resume_after_the_last_checkpoint_completes_the_outputs(run_copy, finished, run_data_dir, lost):
     marker = json.loads((run_copy / RUN_MARKER).read_text())
     marker["written"] = [name for name in marker["written"] if name not in lost]
@@ -82,11 +83,11 @@ def test_resume_after_the_last_checkpoint_completes_the_outputs(run_copy, finish
     for name in lost:
         os.remove(run_copy / name)
     train_command.main(train_argv(run_data_dir, run_copy, "--resume"))
-    for name in ("submission.csv", "metrics.json", "model-classes.json", "curves.png"):
+    for name in ("submission.csv", "metrics.json", "model-classes.json", "curves.png", "per_class.csv"):
         assert (run_copy / name).read_bytes() == (finished / name).read_bytes(), name
     for got, expected in zip(param_values(str(run_copy / "model")), param_values(str(finished / "model"))):
         onp.testing.assert_array_equal(got, expected)
-    assert json.loads((run_copy / RUN_MARKER).read_text())["written"] == list(OUTPUT_FILES)
+    assert json.loads((run_copy / RUN_MARKER).read_text())["written"] == list(OUTPUT_FILES + VALIDATION_OUTPUTS)
 
 
 def other_checkpoint_file(tmp_path, name):

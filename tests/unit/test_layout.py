@@ -11,7 +11,7 @@ from conftest import REPO
 
 PACKAGE = pathlib.Path(REPO) / "gluon_cifar"
 STAGES = ["data", "model", "training", "deploy"]  # in the order data flows
-TOP = {"pipeline", "train", "predict", "export", "launch"}  # wiring and commands: imported by no stage
+TOP = {"pipeline", "train", "predict", "export", "launch", "interpret"}  # wiring and commands: imported by no stage
 
 
 def package_imports(path):

@@ -15,16 +15,16 @@ from gluon_cifar import train as train_command
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import RUN_MARKER
 from gluon_cifar.training.checkpoint import PICKLED_STATES
-from gluon_cifar.training.outputs import OUTPUT_FILES, use_output_dir
+from gluon_cifar.training.outputs import OUTPUT_FILES, VALIDATION_OUTPUTS, use_output_dir
 
 from clitools import snapshot
-from conftest import make_kaggle_dir, refused, train_argv, user_files, write_png
+from conftest import make_kaggle_dir, refused, train_argv, train_main, user_files, write_png
 
 
 def test_a_finished_run_marks_its_folder_and_lists_its_outputs(finished):
     marker = json.loads((finished / RUN_MARKER).read_text())
-    assert marker == {"package": "gluon_cifar", "written": list(OUTPUT_FILES)}
-    for name in OUTPUT_FILES:
+    assert marker == {"package": "gluon_cifar", "written": list(OUTPUT_FILES + VALIDATION_OUTPUTS)}
+    for name in OUTPUT_FILES + VALIDATION_OUTPUTS:
         assert (finished / name).is_file(), name
 
 
@@ -58,6 +58,26 @@ def test_overwrite_removes_only_what_a_run_wrote(run_copy, run_data_dir):
     for name in OUTPUT_FILES:  # every output replaced by the new run's
         assert after[name] != before[name], name
     assert json.loads((run_copy / "config.json").read_text())["seed"] == 4
+
+
+def test_a_final_run_writes_no_validation_figures_and_removes_those_an_earlier_run_wrote(run_copy, run_data_dir,
+                                                                                         capsys):
+    mine = user_files(run_copy)
+    before = snapshot(run_copy)
+    log = train_main(capsys, *train_argv(run_data_dir, run_copy, "--overwrite", "--final"))
+    assert "--final: no validation split, so no confusion.png, per_class.csv, top_losses.png" in log
+    assert [name for name in VALIDATION_OUTPUTS if name in before] == list(VALIDATION_OUTPUTS)
+    assert not [name for name in VALIDATION_OUTPUTS if (run_copy / name).exists()]
+    after = snapshot(run_copy)
+    assert all(after[name] == before[name] for name in mine)
+
+
+def test_a_users_file_named_like_a_validation_figure_stops_the_run_before_any_work(run_copy, run_data_dir, capsys):
+    (run_copy / "confusion.png").write_text("my slide")
+    before = snapshot(run_copy)
+    refused(train_command.main, train_argv(run_data_dir, run_copy, "--overwrite"), capsys, "confusion.png",
+            "did not write this file")
+    assert snapshot(run_copy) == before
 
 
 def test_overwrite_refuses_a_checkpoint_holding_a_file_of_the_users(run_copy, run_data_dir, capsys):
