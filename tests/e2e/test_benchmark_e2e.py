@@ -1,5 +1,6 @@
 """`benchmarks/run.py --quick` runs the whole benchmark end to end on the demo set and reports every row; a
-baseline checkout's code runs that checkout's package, wherever the benchmark is started from."""
+baseline checkout's code runs that checkout's package, wherever the benchmark is started from; the weak-scaling
+benchmark runs a 2-worker job and measures what its workers exchange."""
 import json
 import os
 import subprocess
@@ -39,6 +40,24 @@ def test_quick_benchmark_prints_and_saves_every_row(tmp_path):
     for r in timed:
         assert r["ours"]["median"] > 0 and r["ours"]["min"] <= r["ours"]["median"] <= r["ours"]["max"]
     assert all(r["ratio"] > 0 for r in timed if "median" in r["baseline"])
+
+
+def test_weak_scaling_runs_a_job_and_measures_a_push_and_a_pull_of_every_gradient(tmp_path):
+    if not os.path.isdir(TINY):
+        pytest.skip("../shared/data/cifar10_tiny is not present")
+    rows_file = tmp_path / "rows.json"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "scaling.py"), "--data-dir", TINY,
+                             "--cores-per-worker", "1", "--workers", "2", "--batch-size", "4", "--warmup", "1",
+                             "--steps", "2", "--breakdown", "1", "--json", str(rows_file)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "done: 2 worker(s) x 1 cores" in result.stdout
+    (row,) = json.loads(rows_file.read_text())["rows"]
+    assert row["workers"] == 2 and row["img_s"] > 0
+    assert all(row["phases"][phase] > 0 for phase in ("compute", "push_pull", "update"))
+    # each step every worker pushes its gradients and pulls the sum: 4 bytes a parameter each way
+    assert 0.95 < row["bytes_per_step_per_worker"] / (8 * row["parameters"]) < 1.1
+    assert row["parameters"] > 11_000_000  # the chapter's ResNet-18
 
 
 def fake_checkout(root, name):
