@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make check-foreign: the package in an environment it did not choose, as a user with their own stack has it.
-# A throwaway venv (Python 3.12 by default, or PYTHON=) gets the newest NumPy 2, SciPy and onnxruntime from
-# the registry and a stand-in PyTorch 2 (tests/foreign/torch), then the package with the README's two
-# commands for an existing environment. Then: the demo (bundled sample, 1 epoch), --recipe strong --cutout 8
+# A throwaway venv (Python 3.12 by default, or PYTHON=) gets the newest NumPy 2, SciPy, onnxruntime and
+# opencv-python-headless from the registry and a stand-in PyTorch 2 (tests/foreign/torch), then the package
+# with the README's two commands for an existing environment, which must leave that OpenCV the only one (two
+# OpenCV distributions write the same cv2/ folder) and cv2 working. Then: the demo (bundled sample, 1 epoch), --recipe strong --cutout 8
 # for 1 epoch on it (batch 32), predict, and the ONNX export run by examples/onnx_predict.py in ONNX Runtime, which
 # must write predict's submission. Any failing step stops the script with its name and a non-zero status.
 set -euo pipefail
@@ -20,7 +21,8 @@ step "a throwaway venv with $("$PYTHON" --version 2>&1) and the user's own stack
 "$PYTHON" -m venv "$WORK/venv"
 PY=$WORK/venv/bin/python
 "$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q "numpy>=2" scipy onnxruntime
+"$PY" -m pip install -q "numpy>=2" scipy onnxruntime opencv-python-headless
+OPENCV_BEFORE=$("$PY" -c 'import importlib.metadata as md; print("opencv-python-headless", md.version("opencv-python-headless"))')
 cp -r "$REPO/tests/foreign/torch" "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 
 step "the README's two commands for an existing environment"
@@ -30,6 +32,21 @@ import importlib.metadata as md, torch, numpy as np, scipy.special
 scipy.special.logsumexp(np.ones(3))  # SciPy's array-API check, with torch imported
 print("  " + ", ".join(f"{name} {md.version(name)}" for name in ("numpy", "scipy", "onnx", "onnxruntime", "mxnet"))
       + f", torch {torch.__version__} (stand-in)")
+EOF
+
+step "one OpenCV distribution, the user's ($OPENCV_BEFORE), and a working cv2"
+OPENCV_BEFORE=$OPENCV_BEFORE "$PY" - <<'EOF'
+import importlib.metadata as md, os, re, sys
+found = sorted({f"{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower()} {d.version}" for d in md.distributions()
+                if d.metadata["Name"].lower().startswith("opencv")})
+if found != [os.environ["OPENCV_BEFORE"]]:
+    sys.exit(f"check-foreign: expected one OpenCV distribution, the user's {os.environ['OPENCV_BEFORE']}, after the install; "
+             f"found {len(found)}: {', '.join(found) or 'none'} (several OpenCV distributions write the same cv2/ folder)")
+import cv2, numpy as np
+ok, png = cv2.imencode(".png", np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+img = cv2.resize(cv2.imdecode(png, cv2.IMREAD_COLOR), (8, 8), interpolation=cv2.INTER_LINEAR)
+assert ok and img.shape == (8, 8, 3), img.shape
+print(f"  pip's OpenCV: {found[0]}; cv2 {cv2.__version__} decodes and resizes")
 EOF
 
 cd "$WORK"
