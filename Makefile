@@ -37,8 +37,13 @@ endef
 $(VENV)/installed: setup.py requirements-nodeps.txt $(call stale,$(VENV))
 	$(call check_python,$(VENV))
 	@echo "installing into $(VENV) with $(PY_ID)"
-	$(BASE_PY) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[cpu,test,onnx]' \
-	  && $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(BASE_PY) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
+	@# A .venv made before setup.py asked for opencv-python-headless has opencv-python: uninstall it first, or pip
+	@# adds the headless build beside it (both write cv2/). Not when GLUON_CIFAR_OPENCV chooses a build.
+	@if [ -z "$$GLUON_CIFAR_OPENCV" ] && $(PY) -m pip show -q opencv-python 2>/dev/null \
+	  && ! $(PY) -m pip show -q opencv-python-headless 2>/dev/null; then \
+	  echo "replacing opencv-python in $(VENV) with opencv-python-headless (setup.py)"; $(PY) -m pip uninstall -q -y opencv-python; fi
+	$(PY) -m pip install -q -e '.[cpu,test,onnx]' && $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	@echo '$(PY_ID)' > $@
 
 demo: $(VENV)/installed

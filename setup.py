@@ -6,7 +6,20 @@ names MXNet reads). On 3.12+ pip cannot resolve mxnet (which pins numpy<2) or d2
 they are installed without their pins from requirements-nodeps.txt (`make` does it), and their real
 runtime needs are listed here instead.
 """
+import os
+
 from setuptools import find_packages, setup
+
+# OpenCV: the package only decodes and resizes (no windows), so it needs the headless build, and that is what it
+# requires; pip keeps an opencv-python-headless that is already installed. Its other builds (opencv-python with the
+# GUI, opencv-contrib-python[-headless]) are other distributions writing the same cv2/ folder: pip cannot be told
+# that any one will do, and a check here of which is installed sees nothing, because pip runs this file in an
+# isolated build environment (tried with pip 23.2.1 and 26.3: importlib.metadata found no OpenCV beside an installed
+# one). So the choice is explicit: GLUON_CIFAR_OPENCV=<the build you have> requires that one instead (docs/install.md).
+OPENCV_BUILDS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless")
+OPENCV = os.environ.get("GLUON_CIFAR_OPENCV", "").strip() or OPENCV_BUILDS[0]
+if OPENCV not in OPENCV_BUILDS:
+    raise SystemExit(f"GLUON_CIFAR_OPENCV={OPENCV!r}: expected one of {', '.join(OPENCV_BUILDS)}")
 
 OLD = "python_version < '3.12'"  # the pinned stack: NumPy 1.23.5, d2l and mxnet with their own pins
 NEW = "python_version >= '3.12'"  # NumPy 2; mxnet and d2l from requirements-nodeps.txt, --no-deps
@@ -25,7 +38,7 @@ setup(
         f"d2l==1.0.3; {OLD}",
         "matplotlib",
         "Pillow",  # decodes every image once at reorganisation, to reject corrupt files early
-        "opencv-python",  # the fast input and inference paths decode and resize with it
+        OPENCV,  # decodes (images.py: reorganisation, predict --fast) and resizes (train --fast-data); see above
         "tqdm",
         "py7zr",  # unpacks Kaggle's train.7z / test.7z
         # What mxnet and d2l (installed --no-deps on 3.12+) need at run time, less what is listed above.
