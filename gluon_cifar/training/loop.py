@@ -120,7 +120,9 @@ def train_one_epoch(net, train_iter, steps, desc="train"):
         batch_loss = sum(float(l.sum()) for l in losses)  # float() waits for the engine
         if not math.isfinite(batch_loss):
             raise InputError(f"{desc}, batch {batch}: the loss is {batch_loss}: training diverged; lower --lr "
-                             f"(the rate was {trainer.learning_rate:g}); the last checkpoint and model are kept")
+                             f"(the rate was {trainer.learning_rate:g}), raise --batch-size or try another --seed (small "
+                             f"batches at lr 0.1 diverge on some seeds, the chapter's code too); the last checkpoint "
+                             f"and model are kept")
         trainer.step(X.shape[0])
         progress.add(batch_loss, sum(correct_count(p, ys) for p, ys in zip(preds, y_shards)), X.shape[0],
                      time.perf_counter() - start)
