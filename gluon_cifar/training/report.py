@@ -12,6 +12,21 @@ COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", 
            "wall_seconds")
 
 
+SHORT_SCHEDULE_UPDATES = 500  # a 1-epoch strong run on 5,000 images has 35; 3 epochs on all 50,000 have 1,170
+
+
+def short_schedule_note(config, updates):
+    """One warning line when a schedule that anneals to 0 (cosine, one-cycle) is laid over so few updates
+    that validation tells little, else None: in a 1-epoch strong run on 5,000 images (35 updates) the net is
+    near chance and BatchNorm's running statistics trail weights that moved fast (valid loss 6.4 with them,
+    2.3 with each batch's own statistics: benchmarks/short_run_bn.py)."""
+    if config.lr_schedule == "step" or updates >= SHORT_SCHEDULE_UPDATES:
+        return None
+    return (f"warning: the {config.lr_schedule} schedule spans only {updates} updates ({config.epochs} epochs): "
+            "expect validation near chance, and a validation loss that can be far above the training loss "
+            "(BatchNorm's running statistics trail the weights); the strong recipe is meant for 30 epochs")
+
+
 def describe_run(run, datasets, loaders):
     """The lines a Run starts with: what it reads, how it batches, where it computes, how it learns, what it writes."""
     config, train_split, reorg_dir, devices, workers = run.config, run.train_split, run.reorg_dir, run.devices, run.workers
@@ -34,7 +49,7 @@ def describe_run(run, datasets, loaders):
         f"augment {config.augment}{extras}" + (f", starting from {config.init_from}" if config.init_from else ""),
         f"output: {config.output_dir} (metrics.csv, curves.png each epoch; checkpoint/; at the end the {config.export} "
         "epoch's model and submission.csv)",
-    ]
+    ] + [note for note in [short_schedule_note(config, config.epochs * len(loaders[train_split]))] if note]
 
 
 def write_metrics(history, folder):

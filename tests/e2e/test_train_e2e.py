@@ -211,6 +211,7 @@ def test_strong_recipe_with_cutout_end_to_end_through_the_cli_beside_pytorch_2(t
          "--epochs", "1", "--batch-size", "3", "--valid-ratio", "0.5", "--output-dir", str(out)],
         capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
+    assert "warning: the onecycle schedule spans only 3 updates (1 epochs)" in result.stdout  # 9 images, batch 3
     submission = pd.read_csv(out / "submission.csv")
     assert submission["id"].tolist() == list(range(1, 8))
     assert set(submission["label"]) <= {"airplane", "automobile", "bird"}

@@ -93,3 +93,14 @@ def test_train_runs_with_mixup_smoothing_and_onecycle(kaggle_dir, tmp_path):
     history = fit(net, loaders["train"], loaders["valid"], Run(config), num_classes=3)
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["lr"] == pytest.approx(0) and all(math.isfinite(h["train_loss"]) for h in history)
+
+
+def test_a_schedule_to_zero_over_few_updates_warns_once_and_the_chapters_step_schedule_never():
+    from gluon_cifar.training.report import SHORT_SCHEDULE_UPDATES, short_schedule_note
+    strong = RunConfig(lr_schedule="onecycle", epochs=1, lr=0.2, warmup_frac=0.3)
+    note = short_schedule_note(strong, 35)
+    assert note.startswith("warning: the onecycle schedule spans only 35 updates (1 epochs)")
+    assert "near chance" in note and "running statistics" in note
+    assert short_schedule_note(strong, SHORT_SCHEDULE_UPDATES) is None
+    assert short_schedule_note(RunConfig(lr_schedule="cosine", epochs=2), 10) is not None
+    assert short_schedule_note(RunConfig(epochs=1), 35) is None  # the chapter's step schedule
