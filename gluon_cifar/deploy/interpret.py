@@ -7,16 +7,16 @@ import os
 from typing import NamedTuple
 
 import numpy as onp
-from mxnet import gluon
+from mxnet import gluon, image
 
 from gluon_cifar.deploy.predict import predict, write_csv
 from gluon_cifar import fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import atomic_path
-from gluon_cifar.images import read_original
+from gluon_cifar.images import IMAGE_SHAPE, read_original
 
 CONFUSION, PER_CLASS, TOP_LOSSES = FILES = ("confusion.png", "per_class.csv", "top_losses.png")
-TOP_LOSS_COUNT = 16  # a 4 x 4 grid
+TOP_LOSS_COUNT, COLUMNS, TITLE_ROWS = 16, 4, 8  # a 4 x 4 grid, each image under 8 rows of white for its title
 
 
 class Interpretation(NamedTuple):
@@ -126,26 +126,34 @@ def plot_confusion(counts, classes, path):
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"confusion matrix: {title} ({counts.sum()} images, accuracy {onp.trace(counts) / counts.sum():.3f})")
-    fig.tight_layout()
+    # Fixed margins that fit the labels: tight_layout measures every text, a quarter of a second a figure.
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.93, wspace=0.2)
     _save(fig, path)
 
 
 def plot_top_losses(result, path):
-    """The TOP_LOSS_COUNT images with the highest loss, each titled true / predicted (probability) and loss."""
+    """The TOP_LOSS_COUNT images with the highest loss, each titled true / predicted (probability) and loss,
+    drawn as one mosaic image: a third of the time of one axes per image."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     losses = result.losses
     worst = onp.argsort(-losses, kind="stable")[:TOP_LOSS_COUNT]
-    columns = 4
-    fig, axes = plt.subplots(-(-TOP_LOSS_COUNT // columns), columns, figsize=(10, 11), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, i in zip(axes.ravel(), worst):
+    height, width, _ = IMAGE_SHAPE
+    cell_h, cell_w = height + TITLE_ROWS, width + 4  # each image with a white band above it and 2 pixels aside
+    mosaic = onp.full((-(-TOP_LOSS_COUNT // COLUMNS) * cell_h, COLUMNS * cell_w, 3), 255, dtype=onp.uint8)
+    fig, ax = plt.subplots(figsize=(10, 11.8))
+    for k, i in enumerate(worst):
+        top, left = (k // COLUMNS) * cell_h + TITLE_ROWS, (k % COLUMNS) * cell_w + 2
+        img = read_original(result.paths[i])
+        mosaic[top:top + height, left:left + width] = (img if img.shape == IMAGE_SHAPE
+                                                       else image.imresize(img, width, height)).asnumpy()
         pred = result.preds[i]
-        ax.imshow(read_original(result.paths[i]).asnumpy(), interpolation="nearest")
-        ax.set_title(f"{result.classes[result.labels[i]]} / {result.classes[pred]} ({result.probs[i, pred]:.2f})\n"
-                     f"loss {losses[i]:.2f}, {os.path.basename(result.paths[i])}", fontsize=8)
+        ax.text(left + width / 2, top - 0.5, f"{result.classes[result.labels[i]]} / {result.classes[pred]} "
+                f"({result.probs[i, pred]:.2f})\nloss {losses[i]:.2f}, {os.path.basename(result.paths[i])}",
+                ha="center", va="bottom", fontsize=8)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
     fig.suptitle("highest losses: true / predicted (probability)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.95)
     _save(fig, path)

@@ -80,7 +80,8 @@ def plot_curves(history, path):
         ax.legend()
     axes[0].set_yscale("log")  # an early validation loss can be 1000x the training loss
     axes[1].set_ylim(0, 1)
-    fig.tight_layout()
+    # Fixed margins that fit the labels: tight_layout measures every text, a quarter of a second each epoch.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
