@@ -7,13 +7,13 @@ import os
 from typing import NamedTuple
 
 import numpy as onp
-from mxnet import gluon, image
+from mxnet import gluon
 
 from gluon_cifar.deploy.predict import predict, write_csv
 from gluon_cifar import fs
 from gluon_cifar.errors import InputError
 from gluon_cifar.fs import atomic_path
-from gluon_cifar.images import IMAGE_SHAPE, read_original
+from gluon_cifar.images import IMAGE_SHAPE, read_image
 
 CONFUSION, PER_CLASS, TOP_LOSSES = FILES = ("confusion.png", "per_class.csv", "top_losses.png")
 TOP_LOSS_COUNT, COLUMNS, TITLE_ROWS = 16, 4, 8  # a 4 x 4 grid, each image under 8 rows of white for its title
@@ -145,9 +145,7 @@ def plot_top_losses(result, path):
     fig, ax = plt.subplots(figsize=(10, 11.8))
     for k, i in enumerate(worst):
         top, left = (k // COLUMNS) * cell_h + TITLE_ROWS, (k % COLUMNS) * cell_w + 2
-        img = read_original(result.paths[i])
-        mosaic[top:top + height, left:left + width] = (img if img.shape == IMAGE_SHAPE
-                                                       else image.imresize(img, width, height)).asnumpy()
+        mosaic[top:top + height, left:left + width] = read_image(result.paths[i]).asnumpy()
         pred = result.preds[i]
         ax.text(left + width / 2, top - 0.5, f"{result.classes[result.labels[i]]} / {result.classes[pred]} "
                 f"({result.probs[i, pred]:.2f})\nloss {losses[i]:.2f}, {os.path.basename(result.paths[i])}",
